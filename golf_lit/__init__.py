@@ -1,0 +1,3 @@
+"""golf-lit: PyTorch Lightning / Fabric tooling for the OpenAI Parameter Golf challenge."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""golf-lit eval."""

@@ -1,0 +1,56 @@
+"""Atomic file writes: a reader never sees a half-written file, and a good file is never lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], None]) -> Path:
+    """Write a file through ``write_fn`` into a temporary sibling, fsync it, then rename it over ``path``.
+
+    If ``write_fn`` raises (or the process dies), the temporary file is removed and whatever was at
+    ``path`` before is left untouched.
+
+    Args:
+        path: Destination file.
+        write_fn: Called with a binary file object open for writing.
+
+    Returns:
+        The destination path.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return dest
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Atomically write ``data`` to ``path`` (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Atomically write UTF-8 ``text`` to ``path``."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically write ``obj`` as indented JSON to ``path``."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
