@@ -1,0 +1,64 @@
+"""Exact bits per byte (SPEC §3) as a torchmetrics Metric with float64 sums and sum reduction."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from golf_lit.data.tokenizer import ByteLUTs
+
+
+def bpb_from_sums(nll_sum: float, token_count: float, byte_count: float) -> tuple[float, float]:
+    """``(val_loss, val_bpb)`` from summed NLL (nats), token and byte counts.
+
+    ``val_loss = nll_sum / tokens``; ``val_bpb = nll_sum / (ln 2 * bytes)``.
+    """
+    if token_count <= 0 or byte_count <= 0:
+        raise ValueError(f"cannot compute bpb from {token_count} tokens and {byte_count} bytes")
+    return nll_sum / token_count, nll_sum / (math.log(2.0) * byte_count)
+
+
+class BitsPerByte(Metric):
+    """Accumulates NLL, token and byte counts in float64; ``compute()`` returns val_loss and val_bpb.
+
+    Across processes the three sums are added (``dist_reduce_fx="sum"``) and converted once.
+
+    Args:
+        luts: Byte tables of the tokenizer (moved with the metric).
+    """
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, luts: ByteLUTs, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.register_buffer("base_bytes", luts.base_bytes.clone(), persistent=False)
+        self.register_buffer("has_leading_space", luts.has_leading_space.clone(), persistent=False)
+        self.register_buffer("is_boundary", luts.is_boundary.clone(), persistent=False)
+        for name in ("nll_sum", "token_count", "byte_count"):
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    @property
+    def luts(self) -> ByteLUTs:
+        """The byte tables, on the metric's device."""
+        return ByteLUTs(self.base_bytes, self.has_leading_space, self.is_boundary)
+
+    def update(self, nll: Tensor, prev_ids: Tensor, target_ids: Tensor) -> None:
+        """Add scored positions.
+
+        Args:
+            nll: Per-token NLL in nats (any shape).
+            prev_ids: The input token at each scored position (same shape).
+            target_ids: The scored target token (same shape).
+        """
+        self.nll_sum += nll.detach().to(torch.float64).sum()
+        self.token_count += float(target_ids.numel())
+        self.byte_count += self.luts.token_bytes(prev_ids, target_ids).to(torch.float64).sum()
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"val_loss", "val_bpb"}`` as float64 tensors."""
+        loss = self.nll_sum / self.token_count
+        return {"val_loss": loss, "val_bpb": self.nll_sum / (math.log(2.0) * self.byte_count)}

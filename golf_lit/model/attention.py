@@ -1,0 +1,126 @@
+"""Causal self attention with GQA, QK-norm, partial RoPE, q_gain, value residual, XSA and output gating."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from golf_lit.config import ModelConfig
+from golf_lit.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
+
+
+@functools.cache
+def flash_attn_3():
+    """FlashAttention-3's ``flash_attn_func`` if its package is importable, else None."""
+    try:
+        from flash_attn_interface import flash_attn_func
+    except ImportError:
+        return None
+    return flash_attn_func
+
+
+def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
+    """Remove from each head's output its component along the token's own value vector (XSA).
+
+    XSA: arXiv:2603.09078; efficient GQA form from record 2026-03-20_11L_EfficientPartialXSA.
+
+    Args:
+        y: Attention output (B, T, H, D).
+        v: Values actually attended over (B, T, Hkv, D), H divisible by Hkv.
+
+    Returns:
+        (B, T, H, D) with ``y - <y, v_hat> v_hat`` per head, v_hat the unit value of the head's KV group.
+    """
+    B, T, H, D = y.shape
+    hkv = v.size(-2)
+    y_g = y.reshape(B, T, hkv, H // hkv, D)  # (B, T, Hkv, group, D), no repeat_interleave
+    v_hat = F.normalize(v, dim=-1).unsqueeze(-2)  # (B, T, Hkv, 1, D)
+    return (y_g - (y_g * v_hat).sum(dim=-1, keepdim=True) * v_hat).reshape(B, T, H, D)
+
+
+class CausalSelfAttention(nn.Module):
+    """One attention layer of the record model (SPEC §4.3).
+
+    Args:
+        cfg: Model configuration.
+        layer_idx: Index of the block this layer belongs to (layer 0 gets no value-residual lambdas).
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.num_kv_heads = cfg.num_kv_heads
+        self.head_dim = cfg.head_dim
+        self.backend = cfg.attention_backend
+        self.seed_bf16 = cfg.seed_bf16_attention
+        kv_dim = cfg.num_kv_heads * cfg.head_dim
+        # Registration order mirrors the seed so state_dict order (and so the artifact bytes) match.
+        self.c_q = CastedLinear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.c_k = CastedLinear(cfg.model_dim, kv_dim, bias=False)
+        self.c_v = CastedLinear(cfg.model_dim, kv_dim, bias=False)
+        self.proj = CastedLinear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.proj._zero_init = True
+        # Per-head query gain (record 2026-03-20 lineage, QK_GAIN_INIT).
+        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
+        self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base, cfg.rope_train_seq_len)
+        self.use_xsa = layer_idx >= cfg.num_layers - cfg.xsa_last_n
+        # Value residual (arXiv:2410.17897): layers >= 1 mix in layer 0's raw values; layer 0 has no lambdas.
+        self.mix_v0 = cfg.value_residual and layer_idx > 0
+        if self.mix_v0:
+            self.vr_lambda = nn.Parameter(torch.tensor([0.5, 0.5], dtype=torch.float32))
+        # Gated attention (arXiv:2505.06708): one sigmoid gate per head and token.
+        self.attn_gate = None
+        if cfg.gated_attention:
+            self.attn_gate = nn.Linear(cfg.model_dim, cfg.num_heads, bias=True)
+            nn.init.zeros_(self.attn_gate.weight)
+            nn.init.constant_(self.attn_gate.bias, cfg.attn_gate_bias_init)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Causal attention on (B, T, H|Hkv, D) tensors, returning (B, T, H, D)."""
+        use_fa3 = self.backend == "fa3" or (self.backend == "auto" and q.is_cuda and flash_attn_3() is not None)
+        if use_fa3:
+            fa3 = flash_attn_3()
+            if fa3 is None:
+                raise RuntimeError("model.attention_backend='fa3' but flash_attn_interface is not importable")
+            out = fa3(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal=True)
+            return out[0] if isinstance(out, tuple) else out
+        if self.seed_bf16:
+            q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
+        # SDPA with native GQA: K/V are not materialised per query head.
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            enable_gqa=self.num_heads != self.num_kv_heads,
+        )  # (B, H, T, D)
+        return y.transpose(1, 2)
+
+    def forward(self, u: Tensor, v0: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Attend over the normalised block input ``u`` (B, T, C).
+
+        Args:
+            u: Normalised (and LN-scaled) block input.
+            v0: Layer 0's raw values (B, T, Hkv, D), or None in layer 0 / without value residual.
+
+        Returns:
+            ``(out, raw_v)``: the projected output (B, T, C) and this layer's raw values (B, T, Hkv, D).
+        """
+        B, T, C = u.shape
+        q = self.c_q(u).reshape(B, T, self.num_heads, self.head_dim)
+        k = self.c_k(u).reshape(B, T, self.num_kv_heads, self.head_dim)
+        raw_v = self.c_v(u).reshape(B, T, self.num_kv_heads, self.head_dim)
+        v = raw_v
+        if self.mix_v0 and v0 is not None:
+            lam = self.vr_lambda.to(v.dtype)
+            v = lam[0] * v0 + lam[1] * v
+        q, k = rms_norm(q), rms_norm(k)  # QK-norm
+        cos, sin = self.rotary(T, u.device, q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q = q * self.q_gain.to(q.dtype)[None, None, :, None]
+        y = self._attend(q, k, v)
+        if self.use_xsa:
+            y = exclusive_self_attention(y, v)
+        if self.attn_gate is not None:
+            y = y * torch.sigmoid(self.attn_gate(u)).unsqueeze(-1)  # (B, T, H, 1)
+        return self.proj(y.reshape(B, T, C)), raw_v
