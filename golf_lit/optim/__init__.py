@@ -1,1 +1,17 @@
-"""golf-lit optim."""
+"""Optimizers of the record recipe: Muon, the parameter-group split and the lr/momentum schedules."""
+
+from golf_lit.optim.config import OptimConfig
+from golf_lit.optim.muon import Muon, zeropower_newton_schulz
+from golf_lit.optim.param_groups import ParamGroup, build_optimizers, build_param_groups
+from golf_lit.optim.schedules import lr_multiplier, muon_momentum
+
+__all__ = [
+    "Muon",
+    "OptimConfig",
+    "ParamGroup",
+    "build_optimizers",
+    "build_param_groups",
+    "lr_multiplier",
+    "muon_momentum",
+    "zeropower_newton_schulz",
+]

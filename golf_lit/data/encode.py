@@ -1,0 +1,314 @@
+"""Tokenize a JSONL file of documents into challenge shards (SPEC §2.1).
+
+Each line is a JSON object with a ``"text"`` string. Every document is encoded with SentencePiece and
+prefixed with BOS (no EOS); the first ``num_val_docs`` documents form the validation stream
+(``fineweb_val_NNNNNN.bin``), the rest the train stream (``fineweb_train_NNNNNN.bin``). Documents are
+concatenated and spill across shard boundaries: every shard but the last of a stream holds exactly
+``shard_tokens`` tokens. Blank lines are skipped and do not count as documents.
+
+Encoding runs in a process pool (ordered ``imap`` over chunks of lines, so the output does not depend on
+the number of workers); JSON parsing happens in the workers too, and errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from golf_lit.data.shards import MAX_TOKEN_ID, write_shard
+
+DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
+DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (SPEC §2.1)
+DEFAULT_CHUNK_DOCS = 256
+
+# One unit of work: (docs file name, first line number, raw lines, bytes of those lines).
+Chunk = tuple[str, int, list[bytes], int]
+
+
+@dataclass
+class TokenizeReport:
+    """What a tokenize run wrote.
+
+    Attributes:
+        val_files: Validation shards, in order.
+        train_files: Train shards, in order.
+        num_val_docs: Documents in the validation stream.
+        num_train_docs: Documents in the train stream.
+        val_tokens: Tokens in the validation stream (BOS included).
+        train_tokens: Tokens in the train stream (BOS included).
+    """
+
+    val_files: list[Path] = field(default_factory=list)
+    train_files: list[Path] = field(default_factory=list)
+    num_val_docs: int = 0
+    num_train_docs: int = 0
+    val_tokens: int = 0
+    train_tokens: int = 0
+
+
+def check_uint16_vocab(vocab_size: int, tokenizer_path: str | os.PathLike) -> None:
+    """Reject tokenizers whose ids cannot be stored in the uint16 shard format.
+
+    Args:
+        vocab_size: Number of pieces of the tokenizer.
+        tokenizer_path: The tokenizer, for the message.
+
+    Raises:
+        ValueError: if ``vocab_size`` exceeds 65,536.
+    """
+    if vocab_size > MAX_TOKEN_ID + 1:
+        raise ValueError(
+            f"tokenizer {tokenizer_path} has {vocab_size} pieces, but challenge shards store uint16 token ids "
+            f"(at most {MAX_TOKEN_ID + 1} pieces)"
+        )
+
+
+def parse_doc_line(line: bytes | str, docs_name: str, line_no: int) -> str:
+    """The ``"text"`` of one JSONL line.
+
+    Args:
+        line: The raw line.
+        docs_name: The docs file, for messages.
+        line_no: 1-based line number, for messages.
+
+    Returns:
+        The document text.
+
+    Raises:
+        ValueError: naming the file and line if the line is not a JSON object with a string ``"text"``.
+    """
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"{docs_name} line {line_no}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict) or "text" not in obj:
+        raise ValueError(f"{docs_name} line {line_no}: expected a JSON object with a \"text\" key")
+    if not isinstance(obj["text"], str):
+        raise ValueError(f"{docs_name} line {line_no}: \"text\" must be a string, got {type(obj['text']).__name__}")
+    return obj["text"]
+
+
+def encode_chunk(chunk: Chunk, encode: Callable[[list[str]], list[list[int]]], bos_id: int) -> np.ndarray:
+    """Encode a chunk of JSONL lines into one token array: ``[BOS, doc0..., BOS, doc1..., ...]``.
+
+    Args:
+        chunk: ``(docs file name, first line number, lines, nbytes)``.
+        encode: Batch encoder from texts to token id lists.
+        bos_id: The BOS id put before every document.
+
+    Returns:
+        A uint16 array of the chunk's tokens.
+
+    Raises:
+        ValueError: for a bad line, or a token id outside 0..65535 (naming file and line).
+    """
+    docs_name, first_line, lines, _ = chunk
+    texts = [parse_doc_line(line, docs_name, first_line + i) for i, line in enumerate(lines)]
+    pieces: list[np.ndarray] = []
+    for i, ids in enumerate(encode(texts)):
+        doc = np.empty(len(ids) + 1, dtype=np.int64)
+        doc[0] = bos_id
+        doc[1:] = ids
+        if doc.size and (int(doc.min()) < 0 or int(doc.max()) > MAX_TOKEN_ID):
+            bad = int(doc.max()) if int(doc.max()) > MAX_TOKEN_ID else int(doc.min())
+            raise ValueError(
+                f"{docs_name} line {first_line + i}: token id {bad} does not fit the uint16 shard format "
+                f"(ids must be 0..{MAX_TOKEN_ID})"
+            )
+        pieces.append(doc)
+    return np.concatenate(pieces).astype(np.uint16) if pieces else np.zeros(0, dtype=np.uint16)
+
+
+class ShardWriter:
+    """Accumulates one stream's tokens and writes full shards of exactly ``shard_tokens`` tokens.
+
+    Args:
+        out_dir: Output folder.
+        split: ``"val"`` or ``"train"`` (file names ``fineweb_<split>_NNNNNN.bin``).
+        shard_tokens: Tokens per full shard.
+    """
+
+    def __init__(self, out_dir: Path, split: str, shard_tokens: int) -> None:
+        self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
+        self.files: list[Path] = []
+        self.total = 0
+        self._buf: np.ndarray | None = None
+        self._fill = 0
+
+    def add(self, tokens: np.ndarray) -> None:
+        """Append tokens, writing each shard as it fills."""
+        if self._buf is None:
+            self._buf = np.empty(self.shard_tokens, dtype=np.uint16)
+        pos = 0
+        while pos < tokens.size:
+            k = min(tokens.size - pos, self.shard_tokens - self._fill)
+            self._buf[self._fill : self._fill + k] = tokens[pos : pos + k]
+            self._fill += k
+            pos += k
+            if self._fill == self.shard_tokens:
+                self._flush()
+        self.total += int(tokens.size)
+
+    def close(self) -> None:
+        """Write the last, partial shard (if any) and free the buffer."""
+        if self._fill:
+            self._flush()
+        self._buf = None
+
+    def _flush(self) -> None:
+        path = self.out_dir / f"fineweb_{self.split}_{len(self.files):06d}.bin"
+        write_shard(path, self._buf[: self._fill])
+        self.files.append(path)
+        self._fill = 0
+
+
+def _read_chunks(docs: Path, num_val_docs: int, chunk_docs: int) -> Iterator[tuple[str, Chunk]]:
+    """Group non-blank lines into chunks that never straddle the val/train boundary."""
+    name = str(docs)
+    doc_index, lines, first, nbytes, split = 0, [], 0, 0, "val"
+    with docs.open("rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            nbytes += len(line)
+            if not line.strip():
+                continue
+            line_split = "val" if doc_index < num_val_docs else "train"
+            if lines and (len(lines) == chunk_docs or line_split != split):
+                yield split, (name, first, lines, nbytes - len(line))
+                lines, nbytes = [], len(line)
+            if not lines:
+                first, split = line_no, line_split
+            lines.append(line)
+            doc_index += 1
+    if lines or nbytes:
+        yield split, (name, first, lines, nbytes)
+
+
+class _SentencePieceEncoder:
+    """Picklable-by-path batch encoder; the model is loaded once per process."""
+
+    def __init__(self, tokenizer_path: str, num_threads: int) -> None:
+        from golf_lit.data.tokenizer import load_tokenizer
+
+        self.sp = load_tokenizer(tokenizer_path)
+        self.num_threads = num_threads
+
+    def __call__(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts, out_type=int, num_threads=self.num_threads)
+
+
+_WORKER: tuple[_SentencePieceEncoder, int] | None = None
+
+
+def _init_worker(tokenizer_path: str, bos_id: int) -> None:
+    global _WORKER
+    _WORKER = (_SentencePieceEncoder(tokenizer_path, num_threads=1), bos_id)
+
+
+def _encode_in_worker(item: tuple[str, Chunk]) -> tuple[str, np.ndarray, int, int]:
+    split, chunk = item
+    encoder, bos_id = _WORKER
+    return split, encode_chunk(chunk, encoder, bos_id), len(chunk[2]), chunk[3]
+
+
+def tokenize_documents(
+    docs: str | os.PathLike,
+    tokenizer: str | os.PathLike,
+    out: str | os.PathLike,
+    num_val_docs: int = DEFAULT_NUM_VAL_DOCS,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    workers: int = 1,
+    chunk_docs: int = DEFAULT_CHUNK_DOCS,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TokenizeReport:
+    """Tokenize a JSONL docs file into challenge shards (see the module docstring for the format).
+
+    Args:
+        docs: JSONL file, one ``{"text": ...}`` object per line.
+        tokenizer: SentencePiece ``.model`` file.
+        out: Output folder for ``fineweb_{val,train}_NNNNNN.bin``.
+        num_val_docs: The first this-many documents go to the validation stream.
+        shard_tokens: Tokens per full shard.
+        workers: Encoding processes (1 encodes in this process).
+        chunk_docs: Documents per unit of work sent to a worker.
+        overwrite: Allow an output folder that already holds shards (stale shards not rewritten are removed).
+        progress: Show a progress bar over the docs file's bytes.
+
+    Returns:
+        The files written and the document and token counts per stream.
+
+    Raises:
+        FileNotFoundError: if the docs file or the tokenizer is missing.
+        ValueError: for bad options, a bad line (file and line named), a tokenizer without BOS, or ids
+            that do not fit uint16.
+        FileExistsError: if ``out`` already holds shards and ``overwrite`` is off.
+    """
+    from golf_lit.data.tokenizer import load_tokenizer
+
+    docs_path, out_dir = Path(docs), Path(out)
+    for name, value, low in (("num_val_docs", num_val_docs, 0), ("shard_tokens", shard_tokens, 1),
+                             ("workers", workers, 1), ("chunk_docs", chunk_docs, 1)):
+        if value < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    if not docs_path.is_file():
+        raise FileNotFoundError(f"docs file not found: {docs_path} (expected JSONL with a \"text\" per line)")
+    sp = load_tokenizer(tokenizer)
+    check_uint16_vocab(int(sp.vocab_size()), tokenizer)
+    bos_id = int(sp.bos_id())
+    if bos_id < 0:
+        raise ValueError(f"tokenizer {tokenizer} has no BOS piece; documents must be prefixed with BOS")
+    existing = sorted(out_dir.glob("fineweb_*_[0-9]*.bin")) if out_dir.is_dir() else []
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds {len(existing)} shard(s) (e.g. {existing[0].name}); "
+            f"pass --overwrite to replace them or choose another --out"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    writers = {"val": ShardWriter(out_dir, "val", shard_tokens), "train": ShardWriter(out_dir, "train", shard_tokens)}
+    report = TokenizeReport()
+    chunks = _read_chunks(docs_path, num_val_docs, chunk_docs)
+    pool = None
+    if workers > 1:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tokenizer), bos_id))
+        results = pool.imap(_encode_in_worker, chunks)
+    else:
+        local = _SentencePieceEncoder(str(tokenizer), num_threads=1)
+        results = ((s, encode_chunk(c, local, bos_id), len(c[2]), c[3]) for s, c in chunks)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=docs_path.stat().st_size, desc=f"tokenize {docs_path.name}", unit="B", unit_scale=True,
+               disable=not progress)
+    try:
+        for split, tokens, ndocs, nbytes in results:
+            if split == "train":
+                writers["val"].close()  # the val stream is complete: write its last shard, free its buffer
+                report.num_train_docs += ndocs
+            else:
+                report.num_val_docs += ndocs
+            if tokens.size:
+                writers[split].add(tokens)
+            bar.update(nbytes)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    for w in writers.values():
+        w.close()
+
+    written = set(writers["val"].files + writers["train"].files)
+    for stale in existing:
+        if stale not in written:
+            stale.unlink()
+    report.val_files, report.train_files = writers["val"].files, writers["train"].files
+    report.val_tokens, report.train_tokens = writers["val"].total, writers["train"].total
+    return report

@@ -1,0 +1,155 @@
+"""Muon: momentum SGD whose update is orthogonalized by a Newton-Schulz iteration (SPEC §6.1).
+
+Origin: Keller Jordan, modded-nanogpt and the "Muon: An optimizer for hidden layers" blog post.
+
+Why not ``torch.optim.Muon``: it keeps the momentum buffer as an EMA, ``buf = mu*buf + (1-mu)*g``, and
+mixes ``(1-mu)*g + mu*buf`` for Nesterov. At a fixed momentum that is the seed's update times (1 - mu), which
+the Frobenius normalization removes, but under the record's momentum ramp (0.92 -> 0.99) the two buffers
+weight past gradients differently. tests/test_muon.py shows both facts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
+"""Quintic Newton-Schulz coefficients (a, b, c) tuned for a steep slope at zero (modded-nanogpt)."""
+
+
+def zeropower_newton_schulz(
+    g: Tensor, steps: int = 5, eps: float = 1e-7, coefficients: tuple[float, float, float] = NS_COEFFICIENTS
+) -> Tensor:
+    """Approximately orthogonalize a matrix with a quintic Newton-Schulz iteration in bf16.
+
+    The singular vectors of ``g`` are kept and every singular value is pushed into roughly [0.68, 1.15]
+    (not exactly 1: the coefficients trade accuracy for speed).
+
+    Args:
+        g: 2-D tensor (any float dtype).
+        steps: Number of iterations.
+        eps: Added to the Frobenius norm before normalizing.
+        coefficients: (a, b, c) of ``X <- a*X + (b*A + c*A@A) @ X`` with ``A = X @ X.T``.
+
+    Returns:
+        A bf16 tensor with the shape of ``g``.
+    """
+    if g.ndim != 2:
+        raise ValueError(f"Newton-Schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
+    a, b, c = coefficients
+    x = g.bfloat16()
+    x = x / (x.norm() + eps)
+    tall = x.size(0) > x.size(1)
+    if tall:  # iterate on the wide orientation so A = X X^T is the smaller Gram matrix
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon optimizer for 2-D weight matrices, exactly as the record uses it (SPEC §6.1).
+
+    Per parameter W with gradient G: ``buf = mu*buf + G`` (zero init); Nesterov ``G' = G + mu*buf``;
+    ``X = NS(G')`` in bf16 scaled by ``sqrt(max(1, rows/cols))``; then ``W *= 1 - lr*wd`` and
+    ``W -= lr * X``. Group keys ``lr`` and ``momentum`` may be rewritten every step (schedules).
+
+    With ``shard_ns=True`` and an initialized process group, matrix i is orthogonalized only on rank
+    i mod world_size and the bf16 updates are summed with one all-reduce (the seed's speed trick). The
+    momentum buffers are still updated on every rank, so every rank's optimizer state is complete and
+    the result equals the unsharded step (gradients must already be averaged across ranks, as DDP does).
+
+    Args:
+        params: Parameters or parameter groups (2-D tensors only).
+        lr: Learning rate.
+        momentum: Momentum mu.
+        nesterov: Use the Nesterov form ``G + mu*buf`` instead of ``buf``.
+        backend_steps: Newton-Schulz iterations.
+        weight_decay: Decoupled weight decay.
+        shard_ns: Shard the orthogonalization across ranks when torch.distributed is initialized.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        *,
+        lr: float = 0.025,
+        momentum: float = 0.99,
+        nesterov: bool = True,
+        backend_steps: int = 5,
+        weight_decay: float = 0.0,
+        shard_ns: bool = False,
+    ) -> None:
+        if lr < 0 or not 0 <= momentum < 1 or backend_steps < 1 or weight_decay < 0:
+            raise ValueError(
+                f"Muon: need lr >= 0, 0 <= momentum < 1, backend_steps >= 1, weight_decay >= 0; got lr={lr}, "
+                f"momentum={momentum}, backend_steps={backend_steps}, weight_decay={weight_decay}"
+            )
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps,
+                        weight_decay=weight_decay)
+        super().__init__(params, defaults)
+        self.shard_ns = shard_ns
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.ndim != 2:
+                    raise ValueError(f"Muon only takes 2-D parameters, got one of shape {tuple(p.shape)}")
+
+    def _direction(self, p: Tensor, group: dict[str, Any]) -> Tensor:
+        """Momentum + Nesterov input to Newton-Schulz for one parameter (updates its buffer)."""
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        buf = state["momentum_buffer"]
+        buf.mul_(group["momentum"]).add_(p.grad)
+        return p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+
+    def _update(self, p: Tensor, direction: Tensor, group: dict[str, Any]) -> Tensor:
+        """Orthogonalized, shape-scaled bf16 update for one parameter."""
+        x = zeropower_newton_schulz(direction, steps=group["backend_steps"])
+        return x * math.sqrt(max(1.0, p.size(0) / p.size(1)))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Tensor | None:
+        """Perform one optimization step.
+
+        Args:
+            closure: Optional callable that re-evaluates the model and returns the loss.
+
+        Returns:
+            The closure's loss, or None.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        sharded = self.shard_ns and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        rank, world = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            directions = [self._direction(p, group) for p in params]
+            if sharded:
+                flat = torch.zeros(sum(p.numel() for p in params), dtype=torch.bfloat16, device=params[0].device)
+                updates, offset = [], 0
+                for i, (p, d) in enumerate(zip(params, directions)):
+                    view = flat[offset : offset + p.numel()].view_as(p)
+                    if i % world == rank:
+                        view.copy_(self._update(p, d, group))
+                    updates.append(view)
+                    offset += p.numel()
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            else:
+                updates = [self._update(p, d, group) for p, d in zip(params, directions)]
+            lr, wd = group["lr"], group["weight_decay"]
+            for p, u in zip(params, updates):
+                if wd:
+                    p.mul_(1 - lr * wd)
+                p.add_(u.to(p.dtype), alpha=-lr)
+        return loss

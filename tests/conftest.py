@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny model configs, the bundled sample, and the ../shared data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from golf_lit.config import ModelConfig
+from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
+from golf_lit.paths import SAMPLE_TOKENIZER, resolve
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    """A 2-layer, width-32 model with every trick on (vocab 64 unless overridden)."""
+    kw = dict(
+        vocab_size=64, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4,
+        bigram_vocab_size=32, bigram_dim=16, xsa_last_n=2,
+    )
+    kw.update(overrides)
+    return ModelConfig(**kw)
+
+
+@pytest.fixture
+def tiny_model_config() -> ModelConfig:
+    return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def sample_luts():
+    sp = load_tokenizer(resolve(SAMPLE_TOKENIZER))
+    return build_byte_luts(sp, 1024)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "fineweb_sample_sp1024").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (only present in the development checkout)")
+    return SHARED_DATA
