@@ -1,1 +1,12 @@
-"""Lightning callbacks for golf-lit training: EMA, warmdown, wall-clock cap, compile priming, artifact export."""
+"""Lightning callbacks for golf-lit training: EMA, warmdown, wall-clock cap, compile priming, logs, export.
+
+Configs refer to them as ``class_path: callbacks.<Name>``.
+"""
+
+from callbacks.ema import EMA
+from callbacks.priming import CompilePriming
+from callbacks.record_log import RecordLog
+from callbacks.wallclock import WallClockLimit
+from callbacks.warmdown import Warmdown
+
+__all__ = ["EMA", "CompilePriming", "RecordLog", "WallClockLimit", "Warmdown"]

@@ -31,6 +31,7 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], None]) 
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_name, dest)
     except BaseException:
         try:
@@ -39,6 +40,12 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], None]) 
             pass
         raise
     return dest
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -162,8 +162,17 @@ requires_torch_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reaso
 
 
 def torch_muon(params):
-    return torch.optim.Muon(params, lr=0.025, weight_decay=0.04, momentum=0.95, nesterov=True, ns_steps=5,
-                            ns_coefficients=NS_COEFFICIENTS, eps=1e-7, adjust_lr_fn="original")
+    return torch.optim.Muon(
+        params,
+        lr=0.025,
+        weight_decay=0.04,
+        momentum=0.95,
+        nesterov=True,
+        ns_steps=5,
+        ns_coefficients=NS_COEFFICIENTS,
+        eps=1e-7,
+        adjust_lr_fn="original",
+    )
 
 
 @requires_torch_muon

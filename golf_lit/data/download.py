@@ -218,15 +218,21 @@ def parse_manifest(manifest: dict, variant: str, manifest_path: Path) -> Variant
         tokenizers = _entries(manifest, "tokenizers", manifest_path)
         tok_entry = next((t for t in tokenizers if t.get("name") == name), None)
         if tok_entry is None:
-            raise ManifestError(f"manifest {manifest_path}: dataset {dataset_dir!r} names tokenizer {name!r}, "
-                                f"which is not among its 'tokenizers' entries")
+            raise ManifestError(
+                f"manifest {manifest_path}: dataset {dataset_dir!r} names tokenizer {name!r}, "
+                f"which is not among its 'tokenizers' entries"
+            )
         paths = _tokenizer_paths(tok_entry)
     else:
-        raise ManifestError(f"manifest {manifest_path}: dataset {entry.get('name')!r} has no tokenizer "
-                            f"(looked for 'tokenizer_name', 'tokenizer_files' and 'tokenizer')")
+        raise ManifestError(
+            f"manifest {manifest_path}: dataset {entry.get('name')!r} has no tokenizer "
+            f"(looked for 'tokenizer_name', 'tokenizer_files' and 'tokenizer')"
+        )
     if not paths:
-        raise ManifestError(f"manifest {manifest_path}: the tokenizer of {entry.get('name')!r} lists no files "
-                            f"(looked for {', '.join(_TOKENIZER_PATH_KEYS)})")
+        raise ManifestError(
+            f"manifest {manifest_path}: the tokenizer of {entry.get('name')!r} lists no files "
+            f"(looked for {', '.join(_TOKENIZER_PATH_KEYS)})"
+        )
     return VariantFiles(variant, dataset_dir, num_train, num_val, tuple(_remote_tokenizer_path(p) for p in paths))
 
 
@@ -269,7 +275,7 @@ def _install(fetch: Fetcher, repo_id: str, remote: str, dest: Path) -> None:
     partial = dest.parent / PARTIAL_DIR_NAME
     partial.mkdir(parents=True, exist_ok=True)
     got = Path(fetch(repo_id, remote, partial))
-    staged = partial / f"{dest.name}.staged"
+    staged = partial / f"staged-{dest.name}"  # keeps the suffix that picks the check
     if not got.is_symlink() and got.resolve().is_relative_to(partial.resolve()):
         os.replace(got, staged)  # downloaded into the partial folder: a rename
     else:
@@ -340,11 +346,18 @@ def download(
     if refresh_manifest or not is_valid_file(manifest_path):
         _install(fetch, repo_id, remote(MANIFEST_NAME), manifest_path)
         report.downloaded.append(manifest_path)
-    files = parse_manifest(_load_manifest(manifest_path), variant, manifest_path)
+    fresh = manifest_path in report.downloaded
+    stale_hint = "" if fresh else "; pass --refresh-manifest if that local copy may be out of date"
+    try:
+        files = parse_manifest(_load_manifest(manifest_path), variant, manifest_path)
+    except ManifestError:
+        raise
+    except ValueError as exc:  # unknown variant
+        raise ValueError(f"{exc}{stale_hint}") from None
     if train_shards > files.num_train_shards:
         raise ValueError(
             f"--train-shards {train_shards} is more than the {files.num_train_shards} train shards published "
-            f"for {variant} (per {manifest_path})"
+            f"for {variant} (per {manifest_path}{stale_hint})"
         )
 
     plan: list[tuple[str, Path]] = []

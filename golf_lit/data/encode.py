@@ -88,9 +88,9 @@ def parse_doc_line(line: bytes | str, docs_name: str, line_no: int) -> str:
     except ValueError as exc:
         raise ValueError(f"{docs_name} line {line_no}: not valid JSON ({exc})") from None
     if not isinstance(obj, dict) or "text" not in obj:
-        raise ValueError(f"{docs_name} line {line_no}: expected a JSON object with a \"text\" key")
+        raise ValueError(f'{docs_name} line {line_no}: expected a JSON object with a "text" key')
     if not isinstance(obj["text"], str):
-        raise ValueError(f"{docs_name} line {line_no}: \"text\" must be a string, got {type(obj['text']).__name__}")
+        raise ValueError(f'{docs_name} line {line_no}: "text" must be a string, got {type(obj["text"]).__name__}')
     return obj["text"]
 
 
@@ -252,12 +252,16 @@ def tokenize_documents(
     from golf_lit.data.tokenizer import load_tokenizer
 
     docs_path, out_dir = Path(docs), Path(out)
-    for name, value, low in (("num_val_docs", num_val_docs, 0), ("shard_tokens", shard_tokens, 1),
-                             ("workers", workers, 1), ("chunk_docs", chunk_docs, 1)):
+    for name, value, low in (
+        ("num_val_docs", num_val_docs, 0),
+        ("shard_tokens", shard_tokens, 1),
+        ("workers", workers, 1),
+        ("chunk_docs", chunk_docs, 1),
+    ):
         if value < low:
             raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
     if not docs_path.is_file():
-        raise FileNotFoundError(f"docs file not found: {docs_path} (expected JSONL with a \"text\" per line)")
+        raise FileNotFoundError(f'docs file not found: {docs_path} (expected JSONL with a "text" per line)')
     sp = load_tokenizer(tokenizer)
     check_uint16_vocab(int(sp.vocab_size()), tokenizer)
     bos_id = int(sp.bos_id())
@@ -285,8 +289,13 @@ def tokenize_documents(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=docs_path.stat().st_size, desc=f"tokenize {docs_path.name}", unit="B", unit_scale=True,
-               disable=not progress)
+    bar = tqdm(
+        total=docs_path.stat().st_size,
+        desc=f"tokenize {docs_path.name}",
+        unit="B",
+        unit_scale=True,
+        disable=not progress,
+    )
     try:
         for split, tokens, ndocs, nbytes in results:
             if split == "train":

@@ -27,8 +27,8 @@ def zeropower_newton_schulz(
 ) -> Tensor:
     """Approximately orthogonalize a matrix with a quintic Newton-Schulz iteration in bf16.
 
-    The singular vectors of ``g`` are kept and every singular value is pushed into roughly [0.68, 1.15]
-    (not exactly 1: the coefficients trade accuracy for speed).
+    The singular vectors of ``g`` are kept and, for 5 steps, every singular value above about
+    0.0015 * ||g||_F lands in about [0.67, 1.15] (not exactly 1: the coefficients trade accuracy for speed).
 
     Args:
         g: 2-D tensor (any float dtype).
@@ -91,8 +91,9 @@ class Muon(torch.optim.Optimizer):
                 f"Muon: need lr >= 0, 0 <= momentum < 1, backend_steps >= 1, weight_decay >= 0; got lr={lr}, "
                 f"momentum={momentum}, backend_steps={backend_steps}, weight_decay={weight_decay}"
             )
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps,
-                        weight_decay=weight_decay)
+        defaults = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps, weight_decay=weight_decay
+        )
         super().__init__(params, defaults)
         self.shard_ns = shard_ns
         for group in self.param_groups:

@@ -18,8 +18,21 @@ from golf_lit.optim.config import OptimConfig
 from golf_lit.optim.muon import Muon
 
 CONTROL_PATTERNS: tuple[str, ...] = (
-    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain", "skip_weight",
-    "skip_weights", "smear", "vr_lambda", "attn_gate", "canon_a", "canon_c", "delta_gate",
+    "attn_scale",
+    "attn_scales",
+    "mlp_scale",
+    "mlp_scales",
+    "resid_mix",
+    "resid_mixes",
+    "q_gain",
+    "skip_weight",
+    "skip_weights",
+    "smear",
+    "vr_lambda",
+    "attn_gate",
+    "canon_a",
+    "canon_c",
+    "delta_gate",
 )
 """Substrings marking a parameter as a control (scalar group) even when it is 2-D."""
 
@@ -91,8 +104,10 @@ def build_param_groups(named_parameters: Iterable[tuple[str, nn.Parameter]], cfg
             raise ValueError(f"parameter {name!r} is listed twice")
         seen_names.add(name)
         if id(p) in seen_tensors:
-            raise ValueError(f"parameter {name!r} is the same tensor as {seen_tensors[id(p)]!r}: it would be "
-                             "assigned twice (pass named_parameters() with duplicates removed)")
+            raise ValueError(
+                f"parameter {name!r} is the same tensor as {seen_tensors[id(p)]!r}: it would be "
+                "assigned twice (pass named_parameters() with duplicates removed)"
+            )
         seen_tensors[id(p)] = name
         hits = [key for key, rule in _RULES.items() if rule(name, p)]
         if not hits:
@@ -129,14 +144,21 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
         fused = all(p.is_cuda for p in group.params)
         return torch.optim.AdamW(
             [{"params": group.params, "lr": group.lr, "base_lr": group.lr}],
-            betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, weight_decay=cfg.adam_wd, fused=fused,
+            betas=(cfg.beta1, cfg.beta2),
+            eps=cfg.adam_eps,
+            weight_decay=cfg.adam_wd,
+            fused=fused,
         )
 
     matrix = groups["matrix"]
     muon = Muon(
         [{"params": matrix.params, "lr": matrix.lr, "base_lr": matrix.lr}],
-        lr=matrix.lr, momentum=cfg.muon_momentum, nesterov=True, backend_steps=cfg.muon_backend_steps,
-        weight_decay=cfg.muon_wd, shard_ns=cfg.muon_shard_ns,
+        lr=matrix.lr,
+        momentum=cfg.muon_momentum,
+        nesterov=True,
+        backend_steps=cfg.muon_backend_steps,
+        weight_decay=cfg.muon_wd,
+        shard_ns=cfg.muon_shard_ns,
     )
     optimizers: list[torch.optim.Optimizer] = [adamw(groups["token"]), muon, adamw(groups["scalar"])]
     if "head" in groups:

@@ -135,10 +135,12 @@ def train_tokenizer(
 
     docs_path, out_dir = Path(docs), Path(out)
     if not docs_path.is_file():
-        raise FileNotFoundError(f"docs file not found: {docs_path} (expected JSONL with a \"text\" per line)")
+        raise FileNotFoundError(f'docs file not found: {docs_path} (expected JSONL with a "text" per line)')
     if not MIN_VOCAB_SIZE <= vocab_size <= 65536:
-        raise ValueError(f"--vocab-size must be in {MIN_VOCAB_SIZE}..65536 (4 specials + 256 byte pieces + "
-                         f"learned pieces; uint16 shards), got {vocab_size}")
+        raise ValueError(
+            f"--vocab-size must be in {MIN_VOCAB_SIZE}..65536 (4 specials + 256 byte pieces + "
+            f"learned pieces; uint16 shards), got {vocab_size}"
+        )
     if heldout_docs < 0:
         raise ValueError(f"--heldout-docs must be >= 0, got {heldout_docs}")
     if max_train_docs is not None and max_train_docs < 1:

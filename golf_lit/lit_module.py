@@ -1,0 +1,133 @@
+"""``GolfLM``: the LightningModule that trains the record GPT with Muon + AdamW (SPEC §6, §13.2).
+
+Manual optimization: one ``training_step`` is one optimizer step over ``grad_accum`` micro-batches, then one
+global gradient clip over all parameters and a step of every optimizer. EMA, the warmdown clock, the
+wall-clock cap and export are callbacks (``callbacks/``), not part of this module.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as L
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from golf_lit.config import ModelConfig
+from golf_lit.losses import mean_nll, token_nll
+from golf_lit.metrics import BitsPerByte
+from golf_lit.model.gpt import GPT
+from golf_lit.optim.config import OptimConfig
+from golf_lit.optim.muon import Muon
+from golf_lit.optim.param_groups import build_optimizers
+from golf_lit.optim.schedules import muon_momentum
+
+
+class GolfLM(L.LightningModule):
+    """Trains the record GPT.
+
+    Every ``ModelConfig`` field is an argument of this module too, so the CLI takes ``--model.xsa_last_n 4``.
+
+    Args:
+        optim: Optimizer settings (``--model.optim.matrix_lr`` ...).
+        compile: Run the model through ``torch.compile(fullgraph=True, dynamic=False)``.
+        model_fields: ``ModelConfig`` fields (record defaults).
+    """
+
+    def __init__(self, optim: OptimConfig = OptimConfig(), compile: bool = False, **model_fields) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.model_config = ModelConfig(**model_fields)
+        self.optim_config = optim
+        self.compile = compile
+        self.save_hyperparameters({"model": self.model_config.to_dict(), "optim": optim.to_dict(), "compile": compile})
+        self.gpt = GPT(self.model_config)
+        self._forward = self.gpt
+        self.val_metric: BitsPerByte | None = None
+        self.lr_multiplier = 1.0  # set by callbacks.Warmdown before each step
+
+    def configure_model(self) -> None:
+        if self.compile and self._forward is self.gpt:
+            # Not registered as a submodule: checkpoints keep the plain parameter names.
+            object.__setattr__(self, "_forward", torch.compile(self.gpt, dynamic=False, fullgraph=True))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) of the (possibly compiled) GPT."""
+        return self._forward(input_ids)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "luts", None) is not None:
+            if dm.vocab_size != self.model_config.vocab_size:
+                raise ValueError(
+                    f"model.vocab_size={self.model_config.vocab_size} does not match the tokenizer "
+                    f"{dm.tokenizer_path!r}, which has {dm.vocab_size} pieces"
+                )
+            self.val_metric = BitsPerByte(dm.luts)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return build_optimizers(self.gpt, self.optim_config)
+
+    def _ddp_sync(self, enabled: bool) -> None:
+        """Skip the gradient all-reduce on all but the last micro-batch (what DDP's no_sync does)."""
+        wrapper = self.trainer.strategy.model if self._trainer is not None else None
+        if isinstance(wrapper, DistributedDataParallel):
+            wrapper.require_backward_grad_sync = enabled
+
+    def accumulate_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward/backward every micro-batch of ``x``/``y`` (grad_accum, B, T); return the mean loss (detached)."""
+        n = x.size(0)
+        total = torch.zeros((), device=x.device)
+        for m in range(n):
+            self._ddp_sync(m == n - 1)
+            loss = mean_nll(self(x[m]), y[m])
+            self.manual_backward(loss / n)
+            total += loss.detach()
+        self._ddp_sync(True)
+        return total / n
+
+    def optimizer_step_all(self, step: int, count_step: bool = True) -> None:
+        """Set lrs and Muon momentum for optimizer step ``step``, clip globally, and step every optimizer.
+
+        Only the last optimizer steps through Lightning's wrapper, so ``trainer.global_step`` counts
+        optimizer steps (one per call), not ``optimizer.step()`` calls; ``count_step=False`` (compile
+        priming) bypasses Lightning entirely.
+        """
+        cfg = self.optim_config
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        momentum = muon_momentum(step, start=cfg.muon_momentum_warmup_start, end=cfg.muon_momentum,
+                                 warmup_steps=cfg.muon_momentum_warmup_steps)
+        for opt in optimizers:
+            for group in opt.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * self.lr_multiplier
+                if isinstance(opt.optimizer, Muon):
+                    group["momentum"] = momentum
+        if cfg.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.gpt.parameters(), cfg.grad_clip_norm)
+        for opt in optimizers[:-1]:
+            opt.optimizer.step()
+        if count_step:
+            optimizers[-1].step()
+        else:
+            optimizers[-1].optimizer.step()
+        for opt in optimizers:
+            opt.optimizer.zero_grad(set_to_none=True)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.accumulate_gradients(x, y)
+        self.optimizer_step_all(self.trainer.global_step)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, sync_dist=False)
+        self.log("train/lr_mult", self.lr_multiplier, on_step=True, on_epoch=False)
+        self.last_train_loss = loss
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_metric.update(token_nll(self(x), y), x, y)
+
+    def on_validation_epoch_end(self) -> None:
+        out = self.val_metric.compute()
+        self.val_metric.reset()
+        self.log("val/loss", out["val_loss"].float(), sync_dist=False)
+        self.log("val/bpb", out["val_bpb"].float(), prog_bar=True, sync_dist=False)
+        self.last_val = (float(out["val_loss"]), float(out["val_bpb"]))
