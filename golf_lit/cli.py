@@ -25,15 +25,19 @@ def run_lightning(argv: list[str]) -> int:
     from golf_lit.lit_module import GolfLM
 
     set_docstring_parse_options(attribute_docstrings=True)
-    LightningCLI(
-        GolfLM,
-        GolfDataModule,
-        args=argv,
-        seed_everything_default=1337,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"use_distributed_sampler": False, "check_val_every_n_epoch": None},
-        parser_kwargs={"prog": "golf-lit"},
-    )
+    saved_argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI reads args=, not the process's argv
+    try:
+        LightningCLI(
+            GolfLM,
+            GolfDataModule,
+            args=argv,
+            seed_everything_default=1337,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"use_distributed_sampler": False, "check_val_every_n_epoch": None},
+            parser_kwargs={"prog": "golf-lit"},
+        )
+    finally:
+        sys.argv = saved_argv
     return 0
 
 
