@@ -116,7 +116,7 @@ class GolfLM(L.LightningModule):
         x, y = batch
         loss = self.accumulate_gradients(x, y)
         self.optimizer_step_all(self.trainer.global_step)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, sync_dist=False)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, sync_dist=True)
         self.log("train/lr_mult", self.lr_multiplier, on_step=True, on_epoch=False)
         self.last_train_loss = loss
         return loss

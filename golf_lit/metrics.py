@@ -27,7 +27,8 @@ class BitsPerByte(Metric):
     Across processes the three sums are added (``dist_reduce_fx="sum"``) and converted once.
 
     Args:
-        luts: Byte tables of the tokenizer (moved with the metric).
+        luts: Byte tables of the tokenizer. They are kept as plain attributes (not buffers), so DDP does not
+            try to broadcast their bool/int16 tensors, and are copied to the device of the first update.
     """
 
     full_state_update = False
@@ -35,16 +36,15 @@ class BitsPerByte(Metric):
 
     def __init__(self, luts: ByteLUTs, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.register_buffer("base_bytes", luts.base_bytes.clone(), persistent=False)
-        self.register_buffer("has_leading_space", luts.has_leading_space.clone(), persistent=False)
-        self.register_buffer("is_boundary", luts.is_boundary.clone(), persistent=False)
+        self._luts = luts
         for name in ("nll_sum", "token_count", "byte_count"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    @property
-    def luts(self) -> ByteLUTs:
-        """The byte tables, on the metric's device."""
-        return ByteLUTs(self.base_bytes, self.has_leading_space, self.is_boundary)
+    def luts_on(self, device: torch.device) -> ByteLUTs:
+        """The byte tables on ``device`` (copied once per device)."""
+        if self._luts.base_bytes.device != device:
+            self._luts = self._luts.to(device)
+        return self._luts
 
     def update(self, nll: Tensor, prev_ids: Tensor, target_ids: Tensor) -> None:
         """Add scored positions.
@@ -56,7 +56,7 @@ class BitsPerByte(Metric):
         """
         self.nll_sum += nll.detach().to(torch.float64).sum()
         self.token_count += float(target_ids.numel())
-        self.byte_count += self.luts.token_bytes(prev_ids, target_ids).to(torch.float64).sum()
+        self.byte_count += self.luts_on(target_ids.device).token_bytes(prev_ids, target_ids).to(torch.float64).sum()
 
     def compute(self) -> dict[str, Tensor]:
         """``{"val_loss", "val_bpb"}`` as float64 tensors."""
