@@ -23,8 +23,21 @@ INT8_CLIP_QUANTILE = 99.99984 / 100.0
 """Per-row clip quantile of |W| for int8 matrices (computed as the seed does, as a percentage over 100)."""
 
 CONTROL_PATTERNS = (
-    "attn_scale", "attn_scales", "mlp_scale", "mlp_scales", "resid_mix", "resid_mixes", "q_gain",
-    "skip_weight", "skip_weights", "smear", "vr_lambda", "attn_gate", "canon_a", "canon_c", "delta_gate",
+    "attn_scale",
+    "attn_scales",
+    "mlp_scale",
+    "mlp_scales",
+    "resid_mix",
+    "resid_mixes",
+    "q_gain",
+    "skip_weight",
+    "skip_weights",
+    "smear",
+    "vr_lambda",
+    "attn_gate",
+    "canon_a",
+    "canon_c",
+    "delta_gate",
 )
 """Name fragments of control tensors: any larger than PASSTHROUGH_MAX_NUMEL are kept in fp32."""
 
@@ -51,7 +64,7 @@ class QuantConfig:
     """Per-row int6/int5 scales are at least scale_floor_mult / qmax. 1.0 is the seed's floor, which gives every row
     with max |w| < 1 the fixed step 1/qmax (SPEC §15.10); lowering it is an experiment, not the record."""
     zstd_levels: list[int] = field(default_factory=lambda: [16, 1, 17, 2])
-    """zstd levels tried in this order for each quantization variant; the first blob that fits wins (seed: 16, 1, 17, 2)."""
+    """zstd levels tried in this order for each quantization variant; the first blob that fits wins (seed)."""
     zstd_checksum: bool = True
     """Write zstd's 4-byte frame checksum so corruption is detected on load (the seed writes none; +4 bytes)."""
     int5_demotion: bool = True
@@ -349,9 +362,7 @@ def dequantize_tensor(name: str, w: Mapping[str, Tensor], meta: Any, like: Tenso
     if scale.ndim == 0:
         return (q.float() * float(scale.item())).to(like.dtype)
     if q.ndim == 0 or scale.numel() != q.shape[0]:
-        raise QuantStateError(
-            f"tensor {name!r}: {scale.numel()} row scales for a tensor of shape {tuple(q.shape)}"
-        )
+        raise QuantStateError(f"tensor {name!r}: {scale.numel()} row scales for a tensor of shape {tuple(q.shape)}")
     rows = scale.float().view(q.shape[0], *([1] * (q.ndim - 1)))
     return (q.float() * rows).to(like.dtype)
 

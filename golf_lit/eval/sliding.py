@@ -1,0 +1,171 @@
+"""Sliding-window evaluation (SPEC §10.2; record 2026-03-19_SlidingWindowEval) that scores every token once.
+
+Windows start at 0, stride, 2*stride, ... and span ``seq_len`` inputs (cut at the end of the stream). The first
+window scores all of its positions; every later window scores only positions that no earlier window scored,
+i.e. ``[end of the previous window, its own end)``, so each position after the first window is predicted
+with at least ``seq_len - stride`` tokens of context. Windows that would add nothing (the seed's tail windows,
+which re-score the final ``stride`` tokens up to ``seq_len / stride`` times) are not generated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from golf_lit.data.tokenizer import ByteLUTs
+from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
+from golf_lit.eval.scorer import Recorder, Scorer
+from golf_lit.eval.standard import rank_range
+from golf_lit.eval.sums import ScoreSums
+
+PAD_ID = 0
+"""Input id placed after the end of a short window; causality keeps it out of every scored position."""
+
+
+@dataclass(kw_only=True)
+class SlidingConfig:
+    """Sliding-window scoring (also the windows that score-first TTT scores)."""
+
+    seq_len: int = 2048
+    """Window length in tokens (seed EVAL_SEQ_LEN)."""
+    stride: int = 64
+    """Distance between window starts; each later window scores at most this many new tokens (EVAL_STRIDE)."""
+    batch_seqs: int = 32
+    """Windows per forward pass (the result does not depend on it)."""
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 1:
+            raise ValueError(f"sliding.seq_len: must be >= 1, got {self.seq_len}")
+        if not 1 <= self.stride <= self.seq_len:
+            raise ValueError(f"sliding.stride: must be between 1 and seq_len={self.seq_len}, got {self.stride}")
+        if self.batch_seqs < 1:
+            raise ValueError(f"sliding.batch_seqs: must be >= 1, got {self.batch_seqs}")
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Window ``k`` reads inputs ``tokens[start[k] : end[k]]`` and scores target indices ``[score_from[k], end[k])``."""
+
+    start: Tensor
+    score_from: Tensor
+    end: Tensor
+
+    def __len__(self) -> int:
+        return int(self.start.numel())
+
+
+def sliding_windows(num_targets: int, seq_len: int, stride: int) -> Windows:
+    """The windows that together score target indices ``0 .. num_targets - 1`` exactly once.
+
+    Args:
+        num_targets: Number of positions N (the stream has N + 1 tokens).
+        seq_len: Window length.
+        stride: Distance between window starts.
+
+    Returns:
+        ``1 + ceil((N - seq_len) / stride)`` windows (1 if ``N <= seq_len``), each scoring >= 1 position.
+    """
+    if num_targets < 1:
+        raise ValueError(f"need at least one target position, got {num_targets}")
+    extra = max(0, -(-(num_targets - seq_len) // stride))
+    start = torch.arange(extra + 1, dtype=torch.int64) * stride
+    end = (start + seq_len).clamp(max=num_targets)
+    score_from = torch.cat([torch.zeros(1, dtype=torch.int64), end[:-1]])  # everything the previous window did not
+    return Windows(start, score_from, end)
+
+
+def score_windows(
+    model: nn.Module,
+    tokens: Tensor,
+    windows: Windows,
+    scorer: Scorer,
+    seq_len: int,
+    batch_seqs: int,
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+) -> None:
+    """Forward ``windows`` in batches of ``batch_seqs`` (padded to ``seq_len``) and score their positions.
+
+    Runs under ``torch.inference_mode``; the caller puts the model in eval mode.
+
+    Args:
+        model: Maps (B, seq_len) ids to (B, seq_len, V) logits.
+        tokens: The token stream on the scorer's device.
+        windows: The windows to score, in stream order.
+        scorer: Receives the scored positions and their logits.
+        seq_len: Padded window length (the same for every forward, as in the seed).
+        batch_seqs: Windows per forward.
+        autocast: Context manager factory wrapped around each forward.
+    """
+    device = scorer.device
+    cols = torch.arange(seq_len, device=device)
+    with torch.inference_mode():
+        for b0 in range(0, len(windows), batch_seqs):
+            ws = windows.start[b0 : b0 + batch_seqs].to(device)[:, None]
+            sf = windows.score_from[b0 : b0 + batch_seqs].to(device)[:, None]
+            we = windows.end[b0 : b0 + batch_seqs].to(device)[:, None]
+            idx = ws + cols  # (B, T) input index = target index at that column
+            real = idx < we
+            x = torch.where(real, tokens[idx.clamp(max=tokens.numel() - 1)], PAD_ID)
+            with autocast():
+                logits = model(x)
+            scored = real & (idx >= sf)  # row-major order = stream order, since windows score disjoint ascending ranges
+            scorer.score(idx[scored], logits[scored])
+
+
+def score_sliding(
+    model: nn.Module,
+    tokens: Tensor,
+    luts: ByteLUTs,
+    cfg: SlidingConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    mixers: Sequence[NgramConfig] = (),
+    store: NgramStoreConfig | None = None,
+    device: torch.device | str = "cpu",
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    record: Recorder | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, ScoreSums]:
+    """Score this rank's contiguous share of the sliding windows.
+
+    Args:
+        model: Maps (B, T) ids to (B, T, V) logits.
+        tokens: 1-D token stream (N + 1 tokens, N scored positions over all ranks).
+        luts: Byte tables.
+        cfg: Window length, stride and batch size.
+        rank: This process's rank.
+        world_size: Number of ranks; add their sums for the full score.
+        mixers: N-gram mixer settings scored in the same pass (they share the forward).
+        store: How the n-gram count store is updated.
+        device: Where the model runs.
+        autocast: Context manager factory for the forward (e.g. ``fabric.autocast``).
+        record: Optional per-step recorder (invariant tests).
+        progress: Optional callback with the number of positions scored per batch.
+
+    Returns:
+        This rank's float64 sums: ``"model"`` (neural only) and one entry per mixer name.
+    """
+    windows = sliding_windows(tokens.numel() - 1, cfg.seq_len, cfg.stride)
+    w0, w1 = rank_range(len(windows), rank, world_size)
+    mine = Windows(windows.start[w0:w1], windows.score_from[w0:w1], windows.end[w0:w1])
+    scorer = Scorer(tokens, luts, device, mixers=mixers, store=store, record=record, progress=progress)
+    was_training = model.training
+    model.eval()
+    try:
+        score_windows(model, scorer.tokens, mine, scorer, cfg.seq_len, cfg.batch_seqs, autocast)
+    finally:
+        model.train(was_training)
+    return scorer.sums()
+
+
+def rank_positions(num_targets: int, cfg: SlidingConfig, rank: int, world_size: int) -> int:
+    """Number of positions ``rank`` scores with :func:`score_sliding` (for progress bars)."""
+    windows = sliding_windows(num_targets, cfg.seq_len, cfg.stride)
+    w0, w1 = rank_range(len(windows), rank, world_size)
+    return int((windows.end[w0:w1] - windows.score_from[w0:w1]).sum())
