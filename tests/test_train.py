@@ -233,6 +233,6 @@ def test_two_ranks_equal_one_rank_with_two_micro_batches(tmp_path):
     init = tiny_module().gpt.state_dict()
     for k in w1:
         # Muon's bf16 Newton-Schulz magnifies the last-ulp gradient differences for the zero-initialised
-        # projections (rank-deficient gradients), so weights agree to ~1% of one lr-sized step.
-        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=0.01 * 0.025)
+        # projections (rank-deficient gradients), so weights agree to ~2% of one lr-sized step.
+        torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=0.02 * 0.025)
     assert not torch.equal(w1["blocks.0.attn.c_q.weight"], init["blocks.0.attn.c_q.weight"])  # a real step

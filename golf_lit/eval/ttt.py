@@ -1,0 +1,273 @@
+"""Score-first test-time training (SPEC §11.3 legal protocol; record 2026-03-23_LeakyReLU_LegalTTT_ParallelMuon).
+
+The stream's target positions are cut into chunks of ``chunk_tokens``; each sliding window belongs to the chunk
+holding its first scored position. For chunk c: (1) score its windows under ``torch.inference_mode`` and *add*
+them to the totals; (2) unless c is the last chunk, train on the chunk's targets. Training sequences cover only
+target indices inside the chunk, all of which were scored in step (1) (the last window of a chunk may even
+score a few positions past it). The reported score is the sum from step (1); nothing is ever re-scored.
+
+Runs on a deep copy of the given model, so the caller's (artifact) model stays pristine. Gradients of a step
+are summed across ranks through the ``all_reduce`` callable (the Evaluator passes Fabric's) and divided by the
+step's global number of target tokens, so the update equals the single-process update on the same batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from golf_lit.data.tokenizer import ByteLUTs
+from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
+from golf_lit.eval.scorer import Recorder, Scorer
+from golf_lit.eval.sliding import PAD_ID, SlidingConfig, Windows, score_windows, sliding_windows
+from golf_lit.eval.standard import rank_range
+from golf_lit.eval.sums import ScoreSums
+
+OPTIMIZERS = ("sgd", "adamw")
+IGNORE = -100
+
+
+@dataclass(kw_only=True)
+class TTTConfig:
+    """Score-first TTT settings. Defaults are the legal record's (SGD); the seed used AdamW lr 1e-4, 4 epochs,
+    chunk 131072, freeze 2, no cosine (SPEC §11.1), available through these same fields."""
+
+    name: str = "ttt"
+    """Name of this setting in the report (several can be swept from one loaded artifact)."""
+    chunk_tokens: int = 32768
+    """Target positions per chunk (legal record 32768; seed 131072)."""
+    epochs: int = 3
+    """Passes over each scored chunk (legal record 3; seed 4)."""
+    optimizer: str = "sgd"
+    """'sgd' (momentum, legal record) or 'adamw' (seed)."""
+    lr: float = 0.002
+    """Peak learning rate (legal record SGD 0.002; seed AdamW 1e-4)."""
+    momentum: float = 0.9
+    """SGD momentum."""
+    beta1: float = 0.9
+    """AdamW beta1 (PyTorch default, as the seed)."""
+    beta2: float = 0.999
+    """AdamW beta2 (PyTorch default, as the seed)."""
+    weight_decay: float = 0.0
+    """Weight decay of either optimizer."""
+    cosine: bool = True
+    """Decay the lr across chunks: lr_c = lr * (1 + cos(pi * c / (C - 1))) / 2 (legal record; the seed: off)."""
+    freeze_blocks: int = 0
+    """Freeze the parameters of the first this many blocks (legal record 0; seed 2)."""
+    batch_seqs: int = 32
+    """Training sequences per step and rank."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+
+    def __post_init__(self) -> None:
+        def bad(key: str, msg: str) -> ValueError:
+            return ValueError(f"ttt.{key}: {msg}")
+
+        if not self.name or self.name == "model":
+            raise bad("name", f"must be a non-empty name other than 'model', got {self.name!r}")
+        for key in ("chunk_tokens", "batch_seqs"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.epochs < 0:
+            raise bad("epochs", f"must be >= 0, got {self.epochs}")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.freeze_blocks < 0:
+            raise bad("lr", "lr, weight_decay, grad_clip and freeze_blocks must be >= 0")
+        if not 0 <= self.momentum < 1 or not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
+            raise bad("momentum", "momentum, beta1 and beta2 must be in [0, 1)")
+
+    def chunk_lr(self, chunk: int, num_chunks: int) -> float:
+        """Learning rate used when training on ``chunk`` of ``num_chunks``."""
+        if not self.cosine or num_chunks <= 1:
+            return self.lr
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * chunk / (num_chunks - 1)))
+
+
+def _sum_across_ranks(t: Tensor) -> Tensor:
+    return t
+
+
+class TestTimeTrainer:
+    """Runs the score-first protocol over one stream; :meth:`run` is the whole protocol.
+
+    Args:
+        model: The model to adapt (a deep copy is taken; the argument is never modified).
+        tokens: 1-D token stream (N + 1 tokens).
+        scorer: Receives every scored position (its ``model_horizon`` is kept up to date).
+        cfg: TTT settings.
+        sliding: Window length / stride / scoring batch size.
+        rank: This process's rank.
+        world_size: Number of ranks.
+        all_reduce: Sums a tensor across ranks in place-or-returned form (identity on one rank).
+        autocast: Context manager factory for forwards.
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokens: Tensor,
+        scorer: Scorer,
+        cfg: TTTConfig,
+        sliding: SlidingConfig,
+        rank: int = 0,
+        world_size: int = 1,
+        all_reduce: Callable[[Tensor], Tensor] = _sum_across_ranks,
+        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    ) -> None:
+        self.model = copy.deepcopy(model)
+        self.tokens = scorer.tokens
+        self.scorer = scorer
+        self.cfg = cfg
+        self.sliding = sliding
+        self.rank, self.world_size = rank, world_size
+        self.all_reduce = all_reduce
+        self.autocast = autocast
+        self.num_targets = tokens.numel() - 1
+        self.windows = sliding_windows(self.num_targets, sliding.seq_len, sliding.stride)
+        self.num_chunks = -(-self.num_targets // cfg.chunk_tokens)
+        chunk_of = self.windows.score_from // cfg.chunk_tokens  # chunk holding each window's first scored position
+        self.chunk_bounds = torch.searchsorted(chunk_of, torch.arange(self.num_chunks + 1)).tolist()
+        self.trained_upto = 0
+        """One past the largest target index any training step has used."""
+        blocks = getattr(self.model, "blocks", None)
+        if cfg.freeze_blocks and (blocks is None or cfg.freeze_blocks > len(blocks)):
+            raise ValueError(f"ttt.freeze_blocks={cfg.freeze_blocks} exceeds the model's {len(blocks or [])} blocks")
+        for block in list(blocks or [])[: cfg.freeze_blocks]:
+            block.requires_grad_(False)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(
+                self.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+            )
+
+    def run(self) -> None:
+        """Score chunk 0, train on it, score chunk 1, train on it, ..., score the last chunk."""
+        for c in range(self.num_chunks):
+            self.score_chunk(c)
+            if c < self.num_chunks - 1:
+                self.train_chunk(c)
+
+    def score_chunk(self, c: int) -> None:
+        """Score this rank's contiguous share of chunk ``c``'s windows and add them to the totals."""
+        w0, w1 = self.chunk_bounds[c], self.chunk_bounds[c + 1]
+        r0, r1 = rank_range(w1 - w0, self.rank, self.world_size)
+        sel = slice(w0 + r0, w0 + r1)
+        mine = Windows(self.windows.start[sel], self.windows.score_from[sel], self.windows.end[sel])
+        self.scorer.model_horizon = self.trained_upto
+        self.model.eval()
+        score_windows(self.model, self.tokens, mine, self.scorer, self.sliding.seq_len, self.sliding.batch_seqs,
+                      self.autocast)
+
+    def chunk_sequences(self, c: int) -> Tensor:
+        """Target-index ranges (S, 2) of the training sequences of chunk ``c`` (all ranks), inside the chunk."""
+        lo = c * self.cfg.chunk_tokens
+        hi = min(lo + self.cfg.chunk_tokens, self.num_targets)
+        starts = torch.arange(lo, hi, self.sliding.seq_len)
+        return torch.stack([starts, (starts + self.sliding.seq_len).clamp(max=hi)], dim=1)
+
+    def train_chunk(self, c: int) -> None:
+        """Train ``epochs`` passes over chunk ``c``'s sequences (split contiguously across ranks)."""
+        seqs = self.chunk_sequences(c)
+        lr = self.cfg.chunk_lr(c, self.num_chunks)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        shares = [rank_range(len(seqs), r, self.world_size) for r in range(self.world_size)]
+        s0, s1 = shares[self.rank]
+        b = self.cfg.batch_seqs
+        steps = -(-max(e - s for s, e in shares) // b)
+        self.model.train()
+        for _ in range(self.cfg.epochs):
+            for k in range(steps):
+                # Global target count of this step: every rank's k-th micro-batch (known without communication).
+                n_global = sum(int((seqs[s + k * b : min(s + (k + 1) * b, e), 1] - seqs[s + k * b : min(s + (k + 1) * b, e), 0]).sum()) for s, e in shares)
+                batch = seqs[s0 + k * b : min(s0 + (k + 1) * b, s1)]
+                self._step(batch, n_global)
+        self.trained_upto = max(self.trained_upto, int(seqs[:, 1].max()))
+
+    def _step(self, batch: Tensor, n_global: int) -> None:
+        self.optimizer.zero_grad(set_to_none=False)
+        if len(batch):
+            device = self.tokens.device
+            seq_len = self.sliding.seq_len
+            cols = torch.arange(seq_len, device=device)
+            lo, hi = batch[:, :1].to(device), batch[:, 1:].to(device)
+            idx = lo + cols  # (B, T) target indices; beyond hi is padding
+            real = idx < hi
+            safe = idx.clamp(max=self.num_targets - 1)
+            x = torch.where(real, self.tokens[safe], PAD_ID)
+            y = torch.where(real, self.tokens[safe + 1], IGNORE)
+            with self.autocast():
+                logits = self.model(x)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE,
+                                   reduction="sum") / n_global
+            loss.backward()
+        for p in self.params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if self.world_size > 1:
+            flat = torch.cat([p.grad.reshape(-1) for p in self.params])
+            flat = self.all_reduce(flat)
+            offset = 0
+            for p in self.params:
+                p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.optimizer.step()
+
+
+def score_ttt(
+    model: nn.Module,
+    tokens: Tensor,
+    luts: ByteLUTs,
+    cfg: TTTConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    sliding: SlidingConfig | None = None,
+    mixers: Sequence[NgramConfig] = (),
+    store: NgramStoreConfig | None = None,
+    device: torch.device | str = "cpu",
+    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    all_reduce: Callable[[Tensor], Tensor] = _sum_across_ranks,
+    record: Recorder | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, ScoreSums]:
+    """Score-first TTT over the sliding windows; ``model`` is left untouched (a deep copy is adapted).
+
+    Args:
+        model: The loaded artifact model.
+        tokens: 1-D token stream.
+        luts: Byte tables.
+        cfg: TTT settings.
+        rank: This process's rank.
+        world_size: Number of ranks.
+        sliding: Windows that are scored (defaults: seq_len 2048, stride 64).
+        mixers: N-gram mixer settings scored on top of the adapted model in the same pass.
+        store: How the n-gram count store is updated.
+        device: Where the model runs.
+        autocast: Context manager factory for forwards.
+        all_reduce: Sums a tensor across ranks (``lambda t: fabric.all_reduce(t, reduce_op="sum")``).
+        record: Optional per-step recorder (invariant tests).
+        progress: Optional callback with the number of positions scored per batch.
+
+    Returns:
+        This rank's float64 sums: ``"model"`` (TTT-adapted model) and one entry per mixer name.
+    """
+    sliding = sliding or SlidingConfig()
+    scorer = Scorer(tokens, luts, device, mixers=mixers, store=store, record=record, progress=progress)
+    TestTimeTrainer(model, tokens, scorer, cfg, sliding, rank, world_size, all_reduce, autocast).run()
+    return scorer.sums()
