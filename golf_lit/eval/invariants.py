@@ -66,6 +66,21 @@ def require_unseen(positions: Tensor | np.ndarray, horizon: int, what: str) -> N
         )
 
 
+def require_scored(train_upto: int, scored_upto: int, what: str) -> None:
+    """Invariant 3 guard: an update may use targets ``< train_upto`` only if all of ``[0, train_upto)`` are scored.
+
+    Args:
+        train_upto: One past the largest target index the update would use.
+        scored_upto: Every target index below this has already been scored (by some rank).
+        what: Names the update in the error.
+    """
+    if train_upto > scored_upto:
+        raise InvariantError(
+            f"invariant 3 (score before update): {what} would use target index {train_upto - 1}, "
+            f"but only positions below {scored_upto} are scored"
+        )
+
+
 def require_normalized(dist: Tensor, tol: float = NORMALIZATION_TOL) -> None:
     """Invariant 2 guard: every row of ``dist`` (M, V) sums to 1 within ``tol`` and every entry is > 0."""
     if dist.numel() == 0:

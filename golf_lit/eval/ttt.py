@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from golf_lit.data.tokenizer import ByteLUTs
+from golf_lit.eval import invariants
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
 from golf_lit.eval.scorer import Recorder, Scorer
 from golf_lit.eval.sliding import PAD_ID, SlidingConfig, Windows, score_windows, sliding_windows
@@ -181,20 +182,23 @@ class TestTimeTrainer:
     def train_chunk(self, c: int) -> None:
         """Train ``epochs`` passes over chunk ``c``'s sequences (split contiguously across ranks)."""
         seqs = self.chunk_sequences(c)
+        done = self.chunk_bounds[c + 1]
+        scored_upto = int(self.windows.end[done - 1]) if done else 0  # every rank has scored [0, scored_upto)
+        invariants.require_scored(int(seqs[:, 1].max()), scored_upto, f"TTT training on chunk {c}")
         lr = self.cfg.chunk_lr(c, self.num_chunks)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        shares = [rank_range(len(seqs), r, self.world_size) for r in range(self.world_size)]
-        s0, s1 = shares[self.rank]
         b = self.cfg.batch_seqs
+        lengths = seqs[:, 1] - seqs[:, 0]
+        shares = [rank_range(len(seqs), r, self.world_size) for r in range(self.world_size)]
         steps = -(-max(e - s for s, e in shares) // b)
+        # Global number of targets in step k: every rank's k-th micro-batch (known without communication).
+        step_targets = [sum(int(lengths[s + k * b : min(s + (k + 1) * b, e)].sum()) for s, e in shares) for k in range(steps)]
+        s0, s1 = shares[self.rank]
         self.model.train()
         for _ in range(self.cfg.epochs):
             for k in range(steps):
-                # Global target count of this step: every rank's k-th micro-batch (known without communication).
-                n_global = sum(int((seqs[s + k * b : min(s + (k + 1) * b, e), 1] - seqs[s + k * b : min(s + (k + 1) * b, e), 0]).sum()) for s, e in shares)
-                batch = seqs[s0 + k * b : min(s0 + (k + 1) * b, s1)]
-                self._step(batch, n_global)
+                self._step(seqs[s0 + k * b : min(s0 + (k + 1) * b, s1)], step_targets[k])
         self.trained_upto = max(self.trained_upto, int(seqs[:, 1].max()))
 
     def _step(self, batch: Tensor, n_global: int) -> None:
