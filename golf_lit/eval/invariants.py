@@ -193,3 +193,24 @@ class ScoreRecorder:
             if e.positions.size and e.horizon > int(e.positions.min()):
                 problems.append(f"{variant}: state had seen target {e.horizon - 1} when scoring {int(e.positions.min())}")
         return problems
+
+
+def prefix_violations(a: ScoreRecorder, b: ScoreRecorder, t: int) -> list[str]:
+    """Invariant 1 checker: runs on two streams that differ only at token ``t`` must give identical distributions
+    at every position predicting a token ``<= t`` (target indices ``< t``), for every variant.
+
+    Args:
+        a: Recorder (``keep_dists=True``) of the run on the original stream.
+        b: Recorder of the run on the stream with token ``t`` changed.
+        t: Index of the perturbed token.
+
+    Returns:
+        One line per variant and position whose distribution changed.
+    """
+    problems = []
+    for variant in a.variants():
+        da, db = a.distributions(variant), b.distributions(variant)
+        changed = [j for j in sorted(da) if j < t and not np.array_equal(da[j], db.get(j))]
+        if changed:
+            problems.append(f"{variant}: distributions before token {t} changed at positions {changed[:5]}")
+    return problems

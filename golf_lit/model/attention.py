@@ -54,8 +54,12 @@ class CausalSelfAttention(nn.Module):
         self.num_heads = cfg.num_heads
         self.num_kv_heads = cfg.num_kv_heads
         self.head_dim = cfg.head_dim
-        self.backend = cfg.attention_backend
         self.seed_bf16 = cfg.seed_bf16_attention
+        # Resolved here, not in forward, so torch.compile sees a plain attribute.
+        self._fa3 = flash_attn_3() if cfg.attention_backend in ("auto", "fa3") else None
+        if cfg.attention_backend == "fa3" and self._fa3 is None:
+            raise ValueError("model.attention_backend: 'fa3' needs the flash_attn_interface package (FlashAttention-3)")
+        self.require_fa3 = cfg.attention_backend == "fa3"
         kv_dim = cfg.num_kv_heads * cfg.head_dim
         # Registration order mirrors the seed so state_dict order (and so the artifact bytes) match.
         self.c_q = CastedLinear(cfg.model_dim, cfg.model_dim, bias=False)
@@ -80,12 +84,8 @@ class CausalSelfAttention(nn.Module):
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Causal attention on (B, T, H|Hkv, D) tensors, returning (B, T, H, D)."""
-        use_fa3 = self.backend == "fa3" or (self.backend == "auto" and q.is_cuda and flash_attn_3() is not None)
-        if use_fa3:
-            fa3 = flash_attn_3()
-            if fa3 is None:
-                raise RuntimeError("model.attention_backend='fa3' but flash_attn_interface is not importable")
-            out = fa3(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal=True)
+        if self._fa3 is not None and (q.is_cuda or self.require_fa3):
+            out = self._fa3(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal=True)  # FlashAttention-3 (Hopper)
             return out[0] if isinstance(out, tuple) else out
         if self.seed_bf16:
             q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()

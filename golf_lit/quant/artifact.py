@@ -276,7 +276,9 @@ def deserialize(raw: bytes, source: str = "<bytes>") -> tuple[dict[str, Tensor],
         raise ArtifactError(f"{source}: wrong container: 'w' and 'm' must be dicts")
     for key, value in w.items():
         if not isinstance(value, Tensor):
-            raise ArtifactError(f"{source}: entry {key!r} of 'w' is a {type(value).__name__}, not a tensor")
+            raise ArtifactError(
+                f"{source}: wrong container: entry {key!r} of 'w' is a {type(value).__name__}, not a tensor"
+            )
     return w, m
 
 

@@ -1,0 +1,77 @@
+"""``golf-lit eval``: score an artifact with roundtrip / sliding / score-first TTT and the n-gram mixer.
+
+Examples::
+
+    golf-lit eval --artifact runs/smoke/final_model.int6.ptz --strategy roundtrip,sliding,ttt --ngram true \\
+        --val_files 'sample:fineweb10B_sp1024/fineweb_val_*.bin' --tokenizer sample:tokenizers/fineweb_1024_bpe.model
+    golf-lit eval --config eval.yaml --devices 8 --accelerator cuda --precision bf16-mixed --report eval.json
+
+Model config precedence: ``--model.*`` flags / YAML ``model:`` > ``--model_config`` file > ``config.json`` or
+``config.yaml`` beside the artifact > ModelConfig defaults.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from dataclasses import fields
+from typing import Any
+
+from golf_lit.config import ModelConfig
+from golf_lit.eval.evaluator import EvalConfig, Evaluator, find_model_config
+
+
+def build_parser():
+    """The jsonargparse parser of ``golf-lit eval`` (every EvalConfig field, plus ``--config`` YAML files)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(prog="golf-lit eval", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
+    parser.add_class_arguments(EvalConfig, None, skip={"model"})
+    parser.add_class_arguments(ModelConfig, "model")
+    return parser
+
+
+def parse_config(argv: list[str]) -> EvalConfig:
+    """Parse ``argv`` into an EvalConfig, resolving the model config as described in the module docstring."""
+    from jsonargparse import ArgumentError
+
+    parser = build_parser()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            first = parser.parse_args(argv)
+            base = find_model_config(first.artifact, first.model_config)
+            parser.set_defaults({f"model.{f.name}": getattr(base, f.name) for f in fields(ModelConfig)})
+            init = parser.instantiate_classes(parser.parse_args(argv))
+    except ArgumentError as exc:
+        raise ValueError(str(exc)) from exc
+    kwargs: dict[str, Any] = {f.name: init.get(f.name) for f in fields(EvalConfig) if f.name in init}
+    return EvalConfig(**kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``golf-lit eval`` (the top-level dispatcher passes the arguments after ``eval``).
+
+    Args:
+        argv: Arguments; default ``sys.argv[1:]``.
+
+    Returns:
+        Process exit status (0 on success).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        build_parser().print_help()
+        return 0
+    cfg = parse_config(argv)
+    Evaluator(cfg).run()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"golf-lit eval: error: {exc}", file=sys.stderr)
+        sys.exit(2)
