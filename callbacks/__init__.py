@@ -3,10 +3,11 @@
 Configs refer to them as ``class_path: callbacks.<Name>``.
 """
 
+from callbacks.artifact import ArtifactExport
 from callbacks.ema import EMA
 from callbacks.priming import CompilePriming
 from callbacks.record_log import RecordLog
 from callbacks.wallclock import WallClockLimit
 from callbacks.warmdown import Warmdown
 
-__all__ = ["EMA", "CompilePriming", "RecordLog", "WallClockLimit", "Warmdown"]
+__all__ = ["ArtifactExport", "EMA", "CompilePriming", "RecordLog", "WallClockLimit", "Warmdown"]

@@ -1,0 +1,189 @@
+"""Export: quantize -> compress -> write atomically -> read back -> dequantize into a fresh model -> score.
+
+Used by the ``ArtifactExport`` callback after ``fit`` and by ``golf-lit export --ckpt PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from golf_lit.config import ModelConfig
+from golf_lit.data.shards import load_validation_tokens
+from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
+from golf_lit.eval.standard import evaluate_standard
+from golf_lit.io import atomic_write_json
+from golf_lit.model.gpt import GPT
+from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
+from golf_lit.quant import QuantConfig, export_artifact, load_artifact_state_dict
+
+ARTIFACT_NAME = "final_model.int6.ptz"
+
+
+def _score(model: GPT, val_tokens: torch.Tensor, luts, seq_len: int, batch_seqs: int, device: torch.device):
+    t0 = time.perf_counter()
+    autocast = torch.bfloat16 if device.type == "cuda" else None
+    sums = evaluate_standard(model, val_tokens, luts, seq_len, batch_seqs, device, autocast_dtype=autocast)
+    return sums, time.perf_counter() - t0
+
+
+def export_model(
+    model: GPT,
+    out_dir: str | Path,
+    *,
+    quant: QuantConfig | None = None,
+    val_files: str = DEFAULT_VAL_FILES,
+    tokenizer_path: str = DEFAULT_TOKENIZER,
+    seq_len: int = 2048,
+    batch_seqs: int = 32,
+    val_max_tokens: int | None = None,
+    eval_pre_quant: bool = True,
+    device: torch.device | str | None = None,
+    extra_config: dict[str, Any] | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Write ``final_model.int6.ptz``, ``submission.json`` and ``config.json`` into ``out_dir``.
+
+    The artifact is read back from disk and dequantized into a fresh model, which is what gets scored
+    (non-overlapping eval, SPEC §10.1), exactly as the challenge will see it.
+
+    Args:
+        model: The trained GPT (EMA weights already swapped in, if any).
+        out_dir: Output directory.
+        quant: Quantization/compression options.
+        val_files: Validation shards (``sample:`` prefix allowed).
+        tokenizer_path: SentencePiece model for the byte tables.
+        seq_len: Evaluation sequence length.
+        batch_seqs: Sequences per forward when scoring.
+        val_max_tokens: Score only the first N validation tokens (None = all).
+        eval_pre_quant: Also score the model before quantization (to show the quantization gap).
+        device: Where to score (default: the model's device).
+        extra_config: More resolved configuration to store in ``config.json`` (e.g. the training config).
+        log: Where record-shaped lines go.
+
+    Returns:
+        The report written to ``submission.json``.
+
+    Raises:
+        golf_lit.quant.ArtifactBudgetError: No variant fits; the last blob is kept under an over-budget name.
+    """
+    quant = quant or QuantConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    cfg: ModelConfig = model.cfg
+    sp = load_tokenizer(resolve(tokenizer_path))
+    if int(sp.vocab_size()) != cfg.vocab_size:
+        raise ValueError(
+            f"model.vocab_size={cfg.vocab_size} does not match the tokenizer {tokenizer_path!r}, "
+            f"which has {int(sp.vocab_size())} pieces"
+        )
+    luts = build_byte_luts(sp, cfg.vocab_size)
+    val_tokens = load_validation_tokens(resolve(val_files), seq_len)
+    if val_max_tokens is not None:
+        val_tokens = val_tokens[: max(val_max_tokens // seq_len, 1) * seq_len + 1]
+
+    report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
+    if eval_pre_quant:
+        sums, secs = _score(model, val_tokens, luts, seq_len, batch_seqs, device)
+        log(f"pre_quant val_loss:{sums.val_loss:.4f} val_bpb:{sums.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms")
+        report.update(pre_quant_val_loss=sums.val_loss, pre_quant_val_bpb=sums.val_bpb)
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    t0 = time.perf_counter()
+    result = export_artifact(state, out / ARTIFACT_NAME, quant)
+    export_s = time.perf_counter() - t0
+    log(f"Serialized model int6+zstd-{result.level}: {result.bytes_model} bytes"
+        + (f" (int5 layers {list(result.int5_layers)})" if result.int5_layers else ""))
+    log(f"Code size: {result.code_bytes} bytes")
+    log(f"Total submission size: {result.bytes_total} bytes (limit {result.limit_bytes})")
+
+    fresh = GPT(cfg).to(device)
+    fresh.load_state_dict(load_artifact_state_dict(out / ARTIFACT_NAME, fresh.state_dict()), strict=True)
+    sums, secs = _score(fresh, val_tokens, luts, seq_len, batch_seqs, device)
+    log(f"final_int6_roundtrip val_loss:{sums.val_loss:.4f} val_bpb:{sums.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms")
+    log(f"final_int6_roundtrip_exact val_loss:{sums.val_loss:.8f} val_bpb:{sums.val_bpb:.8f}")
+
+    summary = result.summary()
+    report.update(
+        val_bpb=sums.val_bpb,
+        val_loss=sums.val_loss,
+        val_tokens=int(sums.token_count),
+        val_bytes=int(sums.byte_count),
+        val_files=val_files,
+        eval="non-overlapping (roundtrip), seq_len %d" % seq_len,
+        **{k: summary[k] for k in ("bytes_total", "bytes_model", "bytes_code", "limit_bytes", "fits", "zstd_level",
+                                   "int5_layers")},
+        code_files=summary["code_files"],
+        timings={**summary["timings"], "export_s": export_s, "roundtrip_eval_s": secs},
+        sizes_tried=summary["sizes_tried"],
+        per_tensor=summary["per_tensor"],
+    )
+    atomic_write_json(out / "submission.json", report)
+    atomic_write_json(out / "config.json", {"model": cfg.to_dict(), "quant": quant.to_dict(), **(extra_config or {})})
+    return report
+
+
+def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[GPT, dict[str, Any]]:
+    """Rebuild the GPT from a golf-lit Lightning checkpoint (EMA weights when the checkpoint has them).
+
+    Returns:
+        ``(model, checkpoint)``.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable Lightning checkpoint ({exc})") from exc
+    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    if "model" not in hp or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not a golf-lit checkpoint (no hyper_parameters['model'] / state_dict)")
+    model = GPT(ModelConfig(**hp["model"]))
+    state = {k[len("gpt."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("gpt.")}
+    if use_ema:
+        shadows = [s["shadow"] for k, s in ckpt.get("callbacks", {}).items() if k.startswith("EMA") and s.get("shadow")]
+        if shadows:
+            state = {k: shadows[0][k].to(v.dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True)
+    return model, ckpt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``golf-lit export --ckpt PATH``: turn a training checkpoint into a scored challenge artifact."""
+    parser = argparse.ArgumentParser(prog="golf-lit export", description=main.__doc__)
+    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint written by golf-lit fit (e.g. last.ckpt)")
+    parser.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/artifact)")
+    parser.add_argument("--no-ema", action="store_true", help="export the live weights even if EMA weights exist")
+    parser.add_argument("--val-files", default=None, help="validation shards (default: the checkpoint's data config)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer model (default: the checkpoint's data config)")
+    parser.add_argument("--val-max-tokens", type=int, default=None, help="score only the first N validation tokens")
+    parser.add_argument("--zstd-levels", type=int, nargs="+", default=None, help="zstd levels, in order")
+    parser.add_argument("--code-bytes", default="auto", help="'auto', a file path, or a number of bytes")
+    parser.add_argument("--gptq-lite", action="store_true", help="per-matrix clip search for int6 (2026-03-22 record)")
+    parser.add_argument("--no-pre-quant-eval", action="store_true", help="skip scoring the unquantized model")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+
+    model, ckpt = load_checkpoint_model(args.ckpt, use_ema=not args.no_ema)
+    data_hp = ckpt.get("datamodule_hyper_parameters", {})
+    code_bytes: int | str = int(args.code_bytes) if args.code_bytes.isdigit() else args.code_bytes
+    quant = QuantConfig(code_bytes=code_bytes, gptq_lite=args.gptq_lite,
+                        **({"zstd_levels": args.zstd_levels} if args.zstd_levels else {}))
+    out = args.out or str(Path(args.ckpt).resolve().parent / "artifact")
+    report = export_model(
+        model.to(args.device), out, quant=quant,
+        val_files=args.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
+        tokenizer_path=args.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
+        seq_len=int(data_hp.get("train_seq_len", 2048)),
+        val_max_tokens=args.val_max_tokens if args.val_max_tokens is not None else data_hp.get("val_max_tokens"),
+        eval_pre_quant=not args.no_pre_quant_eval,
+        extra_config={"checkpoint": str(args.ckpt), "data": data_hp},
+    )
+    print(f"wrote {out}/{ARTIFACT_NAME} ({report['bytes_total']} bytes with code) and {out}/submission.json")
+    return 0
