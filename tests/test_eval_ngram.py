@@ -49,7 +49,7 @@ def repetitive(n: int, vocab: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("vocab,orders", [(8, (1, 2, 3, 5)), (256, (2, 8))])  # 2nd: order-8 contexts are hashed
 def test_store_counts_match_brute_force(vocab, orders):
-    tokens = repetitive(400, 8) * (vocab // 8) + 1
+    tokens = repetitive(400, 8) * (vocab // 8) + (vocab > 8)
     store = NgramStore(tokens, vocab, orders)
     assert ((max(orders) - 1) * store.vbits > store.ctx_bits) == (vocab == 256)
     for stop in (5, 37, 38, 150, 333):  # several inserts, so runs are merged along the way
@@ -171,9 +171,10 @@ def test_mixer_helps_on_repetitive_text_and_counts_only_earlier_blocks(tiny):
     for e in rec.events:
         if e.variant == "ngram":
             assert e.horizon == int(e.positions.min()) // 64 * 64
-    first_block = np.concatenate([e.probs for e in rec.events if e.variant == "ngram" and e.positions.max() < 64])
-    plain = np.concatenate([e.probs for e in rec.events if e.variant == "model" and e.positions.max() < 64])
-    np.testing.assert_array_equal(first_block, plain)  # nothing counted yet -> alpha = 0
+    def probs_before(variant, stop):
+        return np.concatenate([e.probs[e.positions < stop] for e in rec.events if e.variant == variant])
+
+    np.testing.assert_allclose(probs_before("ngram", 64), probs_before("model", 64), rtol=1e-6)  # nothing counted
 
 
 def test_without_prefill_each_rank_starts_empty(tiny):
@@ -184,4 +185,5 @@ def test_without_prefill_each_rank_starts_empty(tiny):
                   store=NgramStoreConfig(update_tokens=32, prefill=False))
     first = next(e for e in rec.events if e.variant == "ngram")
     assert first.horizon == 0 and int(first.positions.min()) > 200
-    np.testing.assert_array_equal(first.probs, next(e for e in rec.events if e.variant == "model").probs)
+    model_first = next(e for e in rec.events if e.variant == "model")
+    np.testing.assert_allclose(first.probs, model_first.probs[: first.probs.size], rtol=1e-6)

@@ -119,7 +119,9 @@ class ScoreRecorder:
     keep_dists: bool = False
     events: list[ScoreEvent] = field(default_factory=list)
 
-    def __call__(self, variant: str, positions: Tensor, probs: Tensor, dist: Tensor, targets: Tensor, horizon: int) -> None:
+    def __call__(
+        self, variant: str, positions: Tensor, probs: Tensor, dist: Tensor, targets: Tensor, horizon: int
+    ) -> None:
         """Record one step: ``probs[i]`` is the probability given to ``targets[i]`` at ``positions[i]``."""
         d = dist.detach().to("cpu", torch.float64)
         self.events.append(
@@ -179,7 +181,8 @@ class ScoreRecorder:
         for e in self._of(variant):
             err = np.abs(e.dist_sum - 1.0)
             if (err > tol).any():
-                problems.append(f"{variant}: distribution sums off by up to {err.max():.3g} at {e.positions[err > tol][:5].tolist()}")
+                at = e.positions[err > tol][:5].tolist()
+                problems.append(f"{variant}: distribution sums off by up to {err.max():.3g} at {at}")
             if (e.dist_min <= 0).any():
                 problems.append(f"{variant}: zero/negative entries at {e.positions[e.dist_min <= 0][:5].tolist()}")
             if not np.allclose(e.probs, e.realized, rtol=1e-12, atol=0.0):
@@ -191,7 +194,8 @@ class ScoreRecorder:
         problems = []
         for e in self._of(variant):
             if e.positions.size and e.horizon > int(e.positions.min()):
-                problems.append(f"{variant}: state had seen target {e.horizon - 1} when scoring {int(e.positions.min())}")
+                first = int(e.positions.min())
+                problems.append(f"{variant}: state had seen target {e.horizon - 1} when scoring {first}")
         return problems
 
 

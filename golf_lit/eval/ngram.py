@@ -219,7 +219,7 @@ class NgramStore:
         self.frontier = position
 
     def context_keys(self, positions: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-        """63-bit context keys of ``positions`` for ``order`` and a mask of positions whose context fits in the stream."""
+        """63-bit context keys of ``positions`` at ``order``; mask of positions whose context is in the stream."""
         w = order - 1
         valid = positions >= w - 1
         if w == 0:

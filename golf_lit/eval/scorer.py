@@ -24,7 +24,7 @@ MODEL = "model"
 """Variant name of the neural-only score."""
 
 Recorder = Callable[[str, Tensor, Tensor, Tensor, Tensor, int], None]
-"""``record(variant, positions, probs, dist, targets, horizon)``; see :class:`golf_lit.eval.invariants.ScoreRecorder`."""
+"""``record(variant, positions, probs, dist, targets, horizon)``, e.g. ``invariants.ScoreRecorder``."""
 
 
 class Scorer:

@@ -148,7 +148,9 @@ class TestTimeTrainer:
             block.requires_grad_(False)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            self.optimizer = torch.optim.SGD(
+                self.params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
         else:
             self.optimizer = torch.optim.AdamW(
                 self.params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
@@ -193,7 +195,9 @@ class TestTimeTrainer:
         shares = [rank_range(len(seqs), r, self.world_size) for r in range(self.world_size)]
         steps = -(-max(e - s for s, e in shares) // b)
         # Global number of targets in step k: every rank's k-th micro-batch (known without communication).
-        step_targets = [sum(int(lengths[s + k * b : min(s + (k + 1) * b, e)].sum()) for s, e in shares) for k in range(steps)]
+        step_targets = [
+            sum(int(lengths[s + k * b : min(s + (k + 1) * b, e)].sum()) for s, e in shares) for k in range(steps)
+        ]
         s0, s1 = shares[self.rank]
         self.model.train()
         for _ in range(self.cfg.epochs):
