@@ -97,8 +97,8 @@ def export_model(
     t0 = time.perf_counter()
     result = export_artifact(state, out / ARTIFACT_NAME, quant)
     export_s = time.perf_counter() - t0
-    log(f"Serialized model int6+zstd-{result.level}: {result.bytes_model} bytes"
-        + (f" (int5 layers {list(result.int5_layers)})" if result.int5_layers else ""))
+    log(f"Serialized model int6+zstd: {result.bytes_model} bytes (zstd-{result.level}"
+        + (f", int5 layers {list(result.int5_layers)})" if result.int5_layers else ")"))
     log(f"Code size: {result.code_bytes} bytes")
     log(f"Total submission size: {result.bytes_total} bytes (limit {result.limit_bytes})")
 

@@ -230,6 +230,16 @@ def test_crash_during_write_leaves_the_previous_artifact(tmp_path: Path, monkeyp
     assert "blocks.0.mlp.fc.weight.q" in w
 
 
+def test_container_is_byte_identical_to_the_seed_format() -> None:
+    """zstd-16 of torch.save({"w": w, "m": m}) with the compressor's defaults: the seed's container, byte for byte."""
+    sd = _layered_state_dict(2)
+    sd["blocks.0.attn.vr_lambda"] = torch.tensor([0.5, 0.5])  # a seed-only tensor goes through the same path
+    result = build_artifact(sd, QuantConfig(zstd_levels=[16]), 0)
+    w, m = quantize_state_dict(sd)
+    assert result.blob == _seed_style_blob({"w": w, "m": m}, level=16)
+    assert m["blocks.0.attn.vr_lambda"] == "passthrough" and w["blocks.0.attn.vr_lambda"].dtype == torch.float16
+
+
 def test_build_is_deterministic() -> None:
     sd = _layered_state_dict(2)
     cfg = QuantConfig(zstd_levels=[3])
@@ -322,6 +332,9 @@ def test_record_checkpoint_errors_name_file_and_tensor(tmp_path: Path) -> None:
     torch.save({**template, "mtp_heads.0.weight": torch.zeros(2)}, tmp_path / "extra.pt")
     with pytest.raises(ArtifactError, match="extra.pt: unexpected tensor 'mtp_heads.0.weight'"):
         load_record_checkpoint(tmp_path / "extra.pt", template)
+    torch.save({"state_dict": template, "epoch": 3}, tmp_path / "lightning.ckpt")
+    with pytest.raises(ArtifactError, match="lightning.ckpt: expected a state dict .* 'state_dict' is a OrderedDict"):
+        load_record_checkpoint(tmp_path / "lightning.ckpt", template)
     (tmp_path / "text.pt").write_text("not a checkpoint")
     with pytest.raises(ArtifactError, match="text.pt: neither a zstd artifact nor a torch.save checkpoint"):
         load_record_checkpoint(tmp_path / "text.pt", template)

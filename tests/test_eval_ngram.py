@@ -11,8 +11,7 @@ import torch
 
 from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval.invariants import ScoreRecorder
-from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig
-from golf_lit.eval.scorer import ngram_distributions
+from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig, ngram_distributions
 from golf_lit.eval.sliding import SlidingConfig, score_sliding
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.model.gpt import GPT

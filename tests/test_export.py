@@ -65,7 +65,7 @@ def test_export_command_reproduces_the_fit_artifact(fitted, tmp_path, capsys):
     again = json.loads((tmp_path / "submission.json").read_text())
     assert again["val_bpb"] == pytest.approx(report["val_bpb"], rel=1e-12)
     out = capsys.readouterr().out
-    assert "Serialized model int6+zstd-16:" in out and "final_int6_roundtrip val_loss:" in out
+    assert "Serialized model int6+zstd: " in out and "final_int6_roundtrip val_loss:" in out
 
 
 def test_export_errors_name_the_file(tmp_path):

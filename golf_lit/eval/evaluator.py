@@ -80,7 +80,7 @@ class EvalConfig:
     precision: str = "32-true"
     """Fabric precision: 32-true, 64-true, bf16-mixed, 16-mixed, bf16-true."""
     compile: bool = False
-    """torch.compile the model for the roundtrip and sliding forwards."""
+    """torch.compile the forwards (roundtrip, sliding, and the adapted copy in ttt)."""
     num_threads: int | None = None
     """torch CPU threads per rank (None = torch's default)."""
     report: str | None = None
@@ -226,7 +226,8 @@ class Evaluator:
         self.luts: ByteLUTs = build_byte_luts(sp, vocab)
         model = load_model(resolve(cfg.artifact), self.model_config)
         self.model = model.to(device=fabric.device, dtype=_WEIGHT_DTYPES.get(cfg.precision, torch.float32)).eval()
-        self.forward_model: nn.Module = torch.compile(self.model, dynamic=False) if cfg.compile else self.model
+        self.compile_fn = (lambda m: torch.compile(m, dynamic=False)) if cfg.compile else None
+        self.forward_model: nn.Module = self.compile_fn(self.model) if self.compile_fn else self.model
         self.results: list[dict[str, Any]] = []
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -313,7 +314,7 @@ class Evaluator:
                         return score_ttt(self.model, self.tokens, self.luts, tcfg, rank, world, sliding=sl,
                                          mixers=mixers, store=cfg.ngram_store, device=fabric.device,
                                          autocast=self.autocast, all_reduce=self.all_reduce_sum,
-                                         progress=bar.update if bar else None)
+                                         progress=bar.update if bar else None, compile_model=self.compile_fn)
 
                     sums, sec = self._timed(fn)
                     if bar:

@@ -23,7 +23,7 @@ orders 2..7 roughly 130M pairs, ~4 GB on the rank that holds them all (see /work
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,8 +263,12 @@ class NgramStore:
         keys, valid = self.context_keys(positions, order)
         totals = np.zeros(positions.size, dtype=np.int64)
         ranges = []
+        order_ = np.argsort(keys)
+        sorted_keys = keys[order_]  # sorted needles: about twice as fast binary searches (cache locality)
         for run in self._runs[order]:
-            i = np.minimum(np.searchsorted(run.ctx_keys, keys), run.ctx_keys.size - 1)
+            i = np.empty_like(order_)
+            i[order_] = np.searchsorted(run.ctx_keys, sorted_keys)
+            i = np.minimum(i, run.ctx_keys.size - 1)
             found = valid & (run.ctx_keys[i] == keys)
             s = np.where(found, run.ctx_start[i], 0)
             e = np.where(found, run.ctx_start[i + 1], 0)
@@ -272,9 +276,18 @@ class NgramStore:
             ranges.append((s, e))
         return Lookup(totals, ranges)
 
-    def rows(self, order: int, found: Lookup, select: np.ndarray) -> np.ndarray:
-        """Dense counts ``count(ctx, v)`` (K, vocab_size) float64 for the selected positions of a lookup."""
-        out = np.zeros((select.size, self.vocab_size), dtype=np.float64)
+    def pairs(self, order: int, found: Lookup, select: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored ``(context, token)`` count of the selected positions of a lookup, as sparse triples.
+
+        Args:
+            order: The lookup's order.
+            found: A lookup of this store at ``order``.
+            select: Indices into the lookup's positions.
+
+        Returns:
+            ``(row, token, count)``: ``row`` indexes ``select``; a (row, token) pair may appear once per run.
+        """
+        rows, toks, counts = [], [], []
         mask = (1 << self.vbits) - 1
         for run, (s_all, e_all) in zip(self._runs[order], found.ranges):
             s, e = s_all[select], e_all[select]
@@ -285,6 +298,70 @@ class NgramStore:
             row = np.repeat(np.arange(select.size), lens)
             offset = np.cumsum(lens) - lens
             idx = s[row] + (np.arange(total) - offset[row])
-            counts = run.pair_cum[idx + 1] - run.pair_cum[idx]
-            out[row, run.pair_keys[idx] & mask] += counts  # (row, token) pairs are unique within a run
+            rows.append(row)
+            toks.append(run.pair_keys[idx] & mask)
+            counts.append(run.pair_cum[idx + 1] - run.pair_cum[idx])
+        if not rows:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        return np.concatenate(rows), np.concatenate(toks), np.concatenate(counts)
+
+    def rows(self, order: int, found: Lookup, select: np.ndarray) -> np.ndarray:
+        """Dense counts ``count(ctx, v)`` (K, vocab_size) float64 for the selected positions of a lookup."""
+        out = np.zeros((select.size, self.vocab_size), dtype=np.float64)
+        row, tok, count = self.pairs(order, found, select)
+        np.add.at(out, (row, tok), count)
         return out
+
+
+def ngram_distributions(
+    store: NgramStore,
+    positions: np.ndarray,
+    mixers: Sequence[NgramConfig],
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
+) -> list[tuple[Tensor, Tensor]]:
+    """Backed-off n-gram distributions of ``positions`` for each mixer setting.
+
+    For each mixer and position the highest order in ``[min_order, max_order]`` whose context count reaches
+    ``min_count`` gives ``p_ng(v) = count(ctx, v) / count(ctx)`` (a row summing to 1); positions with no such
+    order get a zero row and ``matched = 0``. Lower orders are only looked up for positions still unresolved.
+    Only the sparse counts travel to ``device``, where the rows are scattered.
+
+    Args:
+        store: The count store (already holding exactly the targets allowed for these positions).
+        positions: Target indices (M,).
+        mixers: Mixer settings.
+        dtype: Output dtype.
+        device: Output device.
+
+    Returns:
+        Per mixer, ``(p_ng (M, V), matched (M,))`` with ``matched`` 1.0 where an order was found, else 0.0.
+    """
+    chosen = [np.zeros(positions.size, dtype=np.int64) for _ in mixers]
+    looked: dict[int, tuple[np.ndarray, Lookup]] = {}
+    for n in sorted({n for m in mixers for n in m.orders}, reverse=True):
+        active = [(m, sel) for m, sel in zip(mixers, chosen) if m.min_order <= n <= m.max_order]
+        idx = np.flatnonzero(np.any([sel == 0 for _, sel in active], axis=0))
+        if idx.size == 0:
+            continue
+        found = store.lookup(positions[idx], n)
+        looked[n] = (idx, found)
+        for m, sel in active:
+            hit = (sel[idx] == 0) & (found.totals >= m.min_count)
+            sel[idx[hit]] = n
+    triples = []  # (position index, token, count / count(ctx), order)
+    for n, (idx, found) in looked.items():
+        need = np.flatnonzero(np.any([sel[idx] == n for sel in chosen], axis=0))
+        if need.size:
+            row, tok, count = store.pairs(n, found, need)
+            triples.append((idx[need[row]], tok, count / found.totals[need[row]], n))
+    out = []
+    for sel in chosen:
+        p = torch.zeros(positions.size, store.vocab_size, dtype=dtype, device=device)
+        for pos_idx, tok, prob, n in triples:
+            keep = sel[pos_idx] == n
+            index = (torch.from_numpy(pos_idx[keep]).to(device), torch.from_numpy(tok[keep]).to(device))
+            p.index_put_(index, torch.from_numpy(prob[keep]).to(device=device, dtype=dtype), accumulate=True)
+        out.append((p, torch.from_numpy((sel > 0).astype(np.float64)).to(device=device, dtype=dtype)))
+    return out

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval import invariants
-from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig
+from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig, ngram_distributions
 from golf_lit.eval.sums import ScoreSums
 
 MODEL = "model"
@@ -87,6 +87,9 @@ class Scorer:
         if positions.numel() == 0:
             return
         positions = positions.to(self.device)
+        last = int(positions[-1])
+        if last >= self.num_targets or int(positions[0]) < 0:
+            raise IndexError(f"positions {int(positions[0])}..{last} outside the stream's {self.num_targets} targets")
         invariants.require_increasing(positions, self.last_scored)
         invariants.require_unseen(positions, self.model_horizon, "model (test-time training)")
         targets = self.tokens[positions + 1]
@@ -98,7 +101,7 @@ class Scorer:
             self.record(MODEL, positions, torch.exp(-nll), logp.exp(), targets, self.model_horizon)
         if self.mixers:
             self._score_mixers(positions, logp, targets, nbytes)
-        self.last_scored = int(positions[-1])
+        self.last_scored = last
         if self.progress is not None:
             self.progress(positions.numel())
 
@@ -140,50 +143,3 @@ class Scorer:
                 if self.record is not None:
                     self.record(mixer.name, positions[a:b], prob, dist, seg_targets, horizon)
 
-
-def ngram_distributions(
-    store: NgramStore,
-    positions: np.ndarray,
-    mixers: Sequence[NgramConfig],
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str = "cpu",
-) -> list[tuple[Tensor, Tensor]]:
-    """Backed-off n-gram distributions of ``positions`` for each mixer setting.
-
-    For each mixer and position the highest order in ``[min_order, max_order]`` whose context count reaches
-    ``min_count`` gives ``p_ng(v) = count(ctx, v) / count(ctx)`` (a row summing to 1); positions with no such
-    order get a zero row and ``matched = 0``.
-
-    Args:
-        store: The count store (already holding exactly the targets allowed for these positions).
-        positions: Target indices (M,).
-        mixers: Mixer settings.
-        dtype: Output dtype.
-        device: Output device.
-
-    Returns:
-        Per mixer, ``(p_ng (M, V), matched (M,))`` with ``matched`` 1.0 where an order was found, else 0.0.
-    """
-    orders = sorted({n for m in mixers for n in m.orders}, reverse=True)
-    found = {n: store.lookup(positions, n) for n in orders}
-    chosen = []
-    for m in mixers:
-        sel = np.zeros(positions.size, dtype=np.int64)
-        for n in range(m.max_order, m.min_order - 1, -1):
-            sel[(sel == 0) & (found[n].totals >= m.min_count)] = n
-        chosen.append(sel)
-    rows = {}
-    for n in orders:
-        need = np.flatnonzero(np.any([sel == n for sel in chosen], axis=0))
-        if need.size:
-            counts = store.rows(n, found[n], need)
-            rows[n] = (need, counts / found[n].totals[need][:, None])
-    out = []
-    for sel in chosen:
-        p_ng = np.zeros((positions.size, store.vocab_size), dtype=np.float64)
-        for n, (need, probs) in rows.items():
-            here = sel[need] == n
-            p_ng[need[here]] = probs[here]
-        p = torch.from_numpy(p_ng).to(device=device, dtype=dtype)
-        out.append((p, torch.from_numpy((sel > 0).astype(np.float64)).to(device=device, dtype=dtype)))
-    return out

@@ -108,8 +108,9 @@ class TestTimeTrainer:
         sliding: Window length / stride / scoring batch size.
         rank: This process's rank.
         world_size: Number of ranks.
-        all_reduce: Sums a tensor across ranks in place-or-returned form (identity on one rank).
+        all_reduce: Sums a tensor across ranks and returns the sum (identity on one rank).
         autocast: Context manager factory for forwards.
+        compile_model: Optional wrapper for the adapted copy's forward (e.g. ``torch.compile``).
     """
 
     __test__ = False  # not a pytest class
@@ -125,8 +126,10 @@ class TestTimeTrainer:
         world_size: int = 1,
         all_reduce: Callable[[Tensor], Tensor] = _sum_across_ranks,
         autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+        compile_model: Callable[[nn.Module], nn.Module] | None = None,
     ) -> None:
         self.model = copy.deepcopy(model)
+        self.forward = compile_model(self.model) if compile_model is not None else self.model
         self.tokens = scorer.tokens
         self.scorer = scorer
         self.cfg = cfg
@@ -171,7 +174,7 @@ class TestTimeTrainer:
         mine = Windows(self.windows.start[sel], self.windows.score_from[sel], self.windows.end[sel])
         self.scorer.model_horizon = self.trained_upto
         self.model.eval()
-        score_windows(self.model, self.tokens, mine, self.scorer, self.sliding.seq_len, self.sliding.batch_seqs,
+        score_windows(self.forward, self.tokens, mine, self.scorer, self.sliding.seq_len, self.sliding.batch_seqs,
                       self.autocast)
 
     def chunk_sequences(self, c: int) -> Tensor:
@@ -218,7 +221,7 @@ class TestTimeTrainer:
             x = torch.where(real, self.tokens[safe], PAD_ID)
             y = torch.where(real, self.tokens[safe + 1], IGNORE)
             with self.autocast():
-                logits = self.model(x)
+                logits = self.forward(x)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE,
                                    reduction="sum") / n_global
             loss.backward()
@@ -253,6 +256,7 @@ def score_ttt(
     all_reduce: Callable[[Tensor], Tensor] = _sum_across_ranks,
     record: Recorder | None = None,
     progress: Callable[[int], object] | None = None,
+    compile_model: Callable[[nn.Module], nn.Module] | None = None,
 ) -> dict[str, ScoreSums]:
     """Score-first TTT over the sliding windows; ``model`` is left untouched (a deep copy is adapted).
 
@@ -271,11 +275,12 @@ def score_ttt(
         all_reduce: Sums a tensor across ranks (``lambda t: fabric.all_reduce(t, reduce_op="sum")``).
         record: Optional per-step recorder (invariant tests).
         progress: Optional callback with the number of positions scored per batch.
+        compile_model: Optional wrapper for the adapted copy's forward (e.g. ``torch.compile``).
 
     Returns:
         This rank's float64 sums: ``"model"`` (TTT-adapted model) and one entry per mixer name.
     """
     sliding = sliding or SlidingConfig()
     scorer = Scorer(tokens, luts, device, mixers=mixers, store=store, record=record, progress=progress)
-    TestTimeTrainer(model, tokens, scorer, cfg, sliding, rank, world_size, all_reduce, autocast).run()
+    TestTimeTrainer(model, tokens, scorer, cfg, sliding, rank, world_size, all_reduce, autocast, compile_model).run()
     return scorer.sums()

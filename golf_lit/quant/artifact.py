@@ -200,7 +200,7 @@ def serialize(w: Mapping[str, Tensor], m: Mapping[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def compress(raw: bytes, level: int, checksum: bool = True) -> bytes:
+def compress(raw: bytes, level: int, checksum: bool = False) -> bytes:
     """zstd-compress ``raw`` into one frame (single-threaded, content size in the header).
 
     Args:
@@ -608,6 +608,11 @@ def load_record_checkpoint(path: str | Path, template: Mapping[str, Tensor]) -> 
             f"{source}: neither a zstd artifact nor a torch.save checkpoint (byte offset 0: found {data[:4].hex()})"
         )
     obj = _torch_load(data, source, "checkpoint")
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ArtifactError(f"{source}: expected a state dict (name -> tensor), found {type(obj).__name__}")
+    if not isinstance(obj, dict):
+        raise ArtifactError(f"{source}: expected a state dict (name -> tensor), found a {type(obj).__name__}")
+    for key, value in obj.items():
+        if not isinstance(value, Tensor):
+            raise ArtifactError(
+                f"{source}: expected a state dict (name -> tensor), but entry {key!r} is a {type(value).__name__}"
+            )
     return _match_template(obj, template, source, RECORD_DROPPABLE)

@@ -65,8 +65,9 @@ class QuantConfig:
     with max |w| < 1 the fixed step 1/qmax (SPEC §15.10); lowering it is an experiment, not the record."""
     zstd_levels: list[int] = field(default_factory=lambda: [16, 1, 17, 2])
     """zstd levels tried in this order for each quantization variant; the first blob that fits wins (seed)."""
-    zstd_checksum: bool = True
-    """Write zstd's 4-byte frame checksum so corruption is detected on load (the seed writes none; +4 bytes)."""
+    zstd_checksum: bool = False
+    """Append zstd's 4-byte frame checksum (off, as in the seed, so the container is byte-identical to the seed's;
+    torch.save's zip archive still carries a CRC-32 per tensor, so corruption is detected on load either way)."""
     int5_demotion: bool = True
     """If no level fits, demote block layers to int5 one at a time, outward from the middle, until one does."""
     gptq_lite: bool = False
