@@ -214,7 +214,8 @@ class SaveGrads(Callback):
 def _ddp_run(tmp_path, devices: int, grad_accum: int):
     L.seed_everything(0)
     module = tiny_module()
-    trainer = make_trainer(tmp_path, [SaveGrads(tmp_path / "grads.pt")], max_steps=1, devices=devices,
+    # compile priming runs too, to show it is harmless under DDP (it restores everything it touched)
+    trainer = make_trainer(tmp_path, [CompilePriming(2), SaveGrads(tmp_path / "grads.pt")], max_steps=1, devices=devices,
                            strategy="ddp_spawn" if devices > 1 else "auto")
     trainer.fit(module, tiny_data(grad_accum_steps=grad_accum))
     grads = torch.load(tmp_path / "grads.pt")
