@@ -185,7 +185,7 @@ def main() -> None:
     projection = project(rows, sl, args.ttt_chunk, args.ttt_epochs)
     result = {"device": torch.cuda.get_device_name(device) if gpu else (platform.processor() or "cpu"),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": args.precision,
-              "compile": args.compile, "batch_seqs": batch, "rows": rows, "projection_8xH100": projection}
+              "compile": args.compile, "batch_seqs": batch, "rows": rows, "projection_8_ranks": projection}
     if args.artifact:
         result["val_bpb"] = quality(args.artifact, device)
     print_table(result)
@@ -247,7 +247,7 @@ def print_table(result: dict) -> None:
                      f"+{row['extra_s_per_token'] * 1e6:.1f} us/token, insert {row['insert_tokens_per_s']:,.0f} "
                      f"tok/s, {row['store_bytes_per_token']:.0f} B/token")
         print(f"| {row['strategy']} | {row['tokens']} | {row['seconds']:.2f} | {row['tokens_per_s']:,.0f} | {extra} |")
-    p = result["projection_8xH100"]
+    p = result["projection_8_ranks"]
     print(f"projection, {FULL_TARGETS:,} tokens on {RANKS} ranks at these per-rank rates (limit {LIMIT_S:.0f} s):")
     for key in ("roundtrip_s", "sliding_s", "ttt_s", "sliding_ngram_s", "ttt_ngram_s"):
         print(f"  {key:<16} {p[key]:>10.1f} s")

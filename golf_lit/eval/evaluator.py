@@ -192,7 +192,7 @@ class Evaluator:
         fabric: An existing Fabric (already configured); default: one built from ``cfg``'s device fields.
 
     Example:
-        ``Evaluator(EvalConfig(artifact="runs/smoke/final_model.int6.ptz", strategy="sliding")).run()``
+        ``Evaluator(EvalConfig(artifact="runs/smoke/artifact/final_model.int6.ptz", strategy="sliding")).run()``
     """
 
     def __init__(self, cfg: EvalConfig, fabric: Fabric | None = None) -> None:
@@ -213,6 +213,7 @@ class Evaluator:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.model_config = cfg.model or find_model_config(cfg.artifact, cfg.model_config)
+        model = load_model(resolve(cfg.artifact), self.model_config)
         tokens = load_validation_tokens(resolve(cfg.val_files), cfg.sliding.seq_len)
         if cfg.max_tokens is not None:
             tokens = tokens[: cfg.max_tokens + 1]
@@ -224,7 +225,6 @@ class Evaluator:
         if int(sp.vocab_size()) > vocab:
             raise ValueError(f"tokenizer: {cfg.tokenizer!r} has {sp.vocab_size()} pieces > model.vocab_size={vocab}")
         self.luts: ByteLUTs = build_byte_luts(sp, vocab)
-        model = load_model(resolve(cfg.artifact), self.model_config)
         self.model = model.to(device=fabric.device, dtype=_WEIGHT_DTYPES.get(cfg.precision, torch.float32)).eval()
         self.compile_fn = (lambda m: torch.compile(m, dynamic=False)) if cfg.compile else None
         self.forward_model: nn.Module = self.compile_fn(self.model) if self.compile_fn else self.model

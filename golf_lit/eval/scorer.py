@@ -100,7 +100,7 @@ class Scorer:
         if self.record is not None:
             self.record(MODEL, positions, torch.exp(-nll), logp.exp(), targets, self.model_horizon)
         if self.mixers:
-            self._score_mixers(positions, logp, targets, nbytes)
+            self._score_mixers(positions, logits, targets, nbytes)
         self.last_scored = last
         if self.progress is not None:
             self.progress(positions.numel())
@@ -121,15 +121,15 @@ class Scorer:
         self.store.advance_to(block_start)
         return self.store
 
-    def _score_mixers(self, positions: Tensor, logp: Tensor, targets: Tensor, nbytes: Tensor) -> None:
-        logp64 = logp.to(torch.float64)
+    def _score_mixers(self, positions: Tensor, logits: Tensor, targets: Tensor, nbytes: Tensor) -> None:
+        logp64 = torch.log_softmax(logits.to(torch.float64), dim=-1)  # float64: sums to 1 within ~1e-15
         p_model = logp64.exp()
         entropy = -(p_model * logp64).sum(-1)
         pos_np = positions.cpu().numpy()
         block = pos_np // self.store_config.update_tokens
         cuts = [0, *(np.flatnonzero(np.diff(block)) + 1).tolist(), pos_np.size]
         for a, b in zip(cuts[:-1], cuts[1:]):
-            store = self._prepare_store(int(block[a]) * self.store_config.update_tokens, logp.size(-1))
+            store = self._prepare_store(int(block[a]) * self.store_config.update_tokens, logits.size(-1))
             invariants.require_unseen(pos_np[a:b], store.seen_upto, "n-gram store")
             horizon = max(self.model_horizon, store.seen_upto)
             dists = ngram_distributions(store, pos_np[a:b], self.mixers, p_model.dtype, p_model.device)

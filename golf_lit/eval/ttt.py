@@ -94,6 +94,7 @@ class TTTConfig:
 
 
 def _sum_across_ranks(t: Tensor) -> Tensor:
+    """The all-reduce of a single process: the identity."""
     return t
 
 
@@ -128,6 +129,8 @@ class TestTimeTrainer:
         autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
         compile_model: Callable[[nn.Module], nn.Module] | None = None,
     ) -> None:
+        if world_size > 1 and all_reduce is _sum_across_ranks:
+            raise ValueError("TTT on several ranks needs an all_reduce that sums gradients across them")
         self.model = copy.deepcopy(model)
         self.forward = compile_model(self.model) if compile_model is not None else self.model
         self.tokens = scorer.tokens
