@@ -84,6 +84,21 @@ def test_cli_precedence_flags_over_files(artifact, tmp_path):
         parse_config(["--config", str(yaml), "--ttt_sweep", "[{name: a}, {name: a}]"])
 
 
+def test_data_defaults_come_from_the_artifacts_config(artifact, tmp_path):
+    import shutil
+
+    shutil.copy(artifact, tmp_path / artifact.name)
+    data = {"val_files": "sample:fineweb10B_sp1024/fineweb_val_*.bin", "tokenizer_path": "sample:tok.model",
+            "train_seq_len": 128}
+    (tmp_path / "config.json").write_text(json.dumps({"model": MODEL.to_dict(), "data": data}))
+    cfg = parse_config(["--artifact", str(tmp_path / artifact.name)])
+    assert (cfg.val_files, cfg.tokenizer, cfg.sliding.seq_len) == (data["val_files"], "sample:tok.model", 128)
+    cfg = parse_config(["--artifact", str(tmp_path / artifact.name), "--sliding.seq_len", "64", "--tokenizer", "t"])
+    assert (cfg.sliding.seq_len, cfg.tokenizer) == (64, "t")  # explicit flags win
+    cfg = parse_config(["--artifact", str(artifact)])  # export's config.json without a data entry: challenge paths
+    assert cfg.val_files.startswith("./data/") and cfg.sliding.seq_len == 2048
+
+
 def test_eval_on_the_bundled_sample_writes_the_report_and_record_lines(artifact, tmp_path, capsys):
     report = tmp_path / "out" / "eval.json"
     argv = ["--artifact", str(artifact), *DATA, *SMALL, "--strategy", "roundtrip,sliding,ttt", "--ngram", "true",

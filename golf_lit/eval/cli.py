@@ -7,7 +7,9 @@ Examples::
     golf-lit eval --config eval.yaml --devices 8 --accelerator cuda --precision bf16-mixed --report eval.json
 
 Model config precedence: ``--model.*`` flags / YAML ``model:`` > ``--model_config`` file > ``config.json`` or
-``config.yaml`` beside the artifact > ModelConfig defaults.
+``config.yaml`` beside the artifact > ModelConfig defaults. ``val_files``, ``tokenizer`` and ``sliding.seq_len``
+default to the data the artifact was trained on when export recorded it in ``config.json`` (key ``data``),
+else to the challenge paths and 2048.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import fields
 from typing import Any
 
 from golf_lit.config import ModelConfig
-from golf_lit.eval.evaluator import EvalConfig, Evaluator, find_model_config
+from golf_lit.eval.evaluator import EvalConfig, Evaluator, artifact_data_defaults, find_model_config
 
 
 def build_parser():
@@ -44,6 +46,7 @@ def parse_config(argv: list[str]) -> EvalConfig:
             first = parser.parse_args(argv)
             base = find_model_config(first.artifact, first.model_config)
             parser.set_defaults({f"model.{f.name}": getattr(base, f.name) for f in fields(ModelConfig)})
+            parser.set_defaults(artifact_data_defaults(first.artifact))  # data the artifact was trained with
             init = parser.instantiate_classes(parser.parse_args(argv))
     except ArgumentError as exc:
         raise ValueError(str(exc)) from exc

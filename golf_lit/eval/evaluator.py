@@ -159,6 +159,21 @@ def find_model_config(artifact: str | Path, model_config: str | None = None) -> 
     return ModelConfig()
 
 
+def artifact_data_defaults(artifact: str | Path) -> dict[str, Any]:
+    """Data settings recorded beside an artifact by export (``config.json`` key ``data``), as eval defaults.
+
+    Returns:
+        ``{"val_files", "tokenizer", "sliding.seq_len"}`` entries for those that were recorded (maybe none).
+    """
+    path = Path(resolve(str(artifact))).parent / "config.json"
+    try:
+        data = json.loads(path.read_text()).get("data") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    keys = {"val_files": "val_files", "tokenizer_path": "tokenizer", "train_seq_len": "sliding.seq_len"}
+    return {dest: data[src] for src, dest in keys.items() if data.get(src) is not None}
+
+
 def load_model(artifact: str | Path, cfg: ModelConfig) -> GPT:
     """A GPT with the artifact's (dequantized) weights, on the CPU in fp32."""
     from golf_lit.quant.artifact import load_record_checkpoint
