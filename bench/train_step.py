@@ -14,7 +14,6 @@ part of an 8xH100 step (DDP's all-reduce comes on top).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -28,8 +27,9 @@ from golf_lit.io import atomic_write_json
 from golf_lit.lit_module import GolfLM
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
 
-TINY = dict(num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2, xsa_last_n=2, bigram_vocab_size=1024,
-            bigram_dim=64)
+TINY = dict(
+    num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2, xsa_last_n=2, bigram_vocab_size=1024, bigram_dim=64
+)
 
 
 def main() -> None:
@@ -47,13 +47,27 @@ def main() -> None:
     seq_len, batch_tokens = (256, 4096) if args.tiny else (2048, 786_432)
     grad_accum = args.grad_accum or (1 if args.tiny else 8)
     module = GolfLM(compile=not args.no_compile and cuda, **model_kw)
-    data = GolfDataModule(SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, SAMPLE_TOKENIZER, train_batch_tokens=batch_tokens,
-                          train_seq_len=seq_len, grad_accum_steps=grad_accum, val_max_tokens=seq_len)
+    data = GolfDataModule(
+        SAMPLE_TRAIN_FILES,
+        SAMPLE_VAL_FILES,
+        SAMPLE_TOKENIZER,
+        train_batch_tokens=batch_tokens,
+        train_seq_len=seq_len,
+        grad_accum_steps=grad_accum,
+        val_max_tokens=seq_len,
+    )
     clock = WallClockLimit(None)
     trainer = L.Trainer(
-        accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if cuda else "32-true",
-        max_steps=args.steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
+        accelerator="gpu" if cuda else "cpu",
+        devices=1,
+        precision="bf16-mixed" if cuda else "32-true",
+        max_steps=args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
         callbacks=[CompilePriming(args.priming), clock],
     )
     t0 = time.perf_counter()
@@ -66,7 +80,9 @@ def main() -> None:
         "config": "tiny" if args.tiny else "record",
         "params": module.gpt.num_parameters(),
         "compile": module.compile,
-        "attention": "fa3" if (cuda and __import__("golf_lit.model.attention", fromlist=["x"]).flash_attn_3()) else "sdpa",
+        "attention": "fa3"
+        if (cuda and __import__("golf_lit.model.attention", fromlist=["x"]).flash_attn_3())
+        else "sdpa",
         "grad_accum": grad_accum,
         "tokens_per_step": batch_tokens,
         "steps": args.steps,

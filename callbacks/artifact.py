@@ -35,8 +35,13 @@ class ArtifactExport(Callback):
               init_args: {dirpath: runs/record/artifact, quant: {zstd_levels: [16, 1, 17, 2]}}
     """
 
-    def __init__(self, dirpath: str | None = None, quant: QuantConfig = QuantConfig(), eval_batch_seqs: int = 32,
-                 eval_pre_quant: bool = True) -> None:
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        quant: QuantConfig = QuantConfig(),
+        eval_batch_seqs: int = 32,
+        eval_pre_quant: bool = True,
+    ) -> None:
         self.dirpath = dirpath
         self.quant = quant
         self.eval_batch_seqs = eval_batch_seqs
@@ -49,9 +54,16 @@ class ArtifactExport(Callback):
             dm = trainer.datamodule
             out = Path(self.dirpath or Path(trainer.default_root_dir) / "artifact")
             self.report = export_model(
-                pl_module.gpt, out, quant=self.quant, val_files=dm.val_files, tokenizer_path=dm.tokenizer_path,
-                seq_len=dm.train_seq_len, batch_seqs=self.eval_batch_seqs, val_max_tokens=dm.val_max_tokens,
-                eval_pre_quant=self.eval_pre_quant, log=trainer.print,
+                pl_module.gpt,
+                out,
+                quant=self.quant,
+                val_files=dm.val_files,
+                tokenizer_path=dm.tokenizer_path,
+                seq_len=dm.train_seq_len,
+                batch_seqs=self.eval_batch_seqs,
+                val_max_tokens=dm.val_max_tokens,
+                eval_pre_quant=self.eval_pre_quant,
+                log=trainer.print,
                 extra_config={"optim": pl_module.optim_config.to_dict(), "data": dict(dm.hparams)},
             )
         trainer.strategy.barrier("artifact_export")

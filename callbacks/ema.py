@@ -50,8 +50,9 @@ class EMA(Callback):
         self._loaded = None
 
     @override
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         params = self._params(pl_module)
         shadow = [self.shadow[k] for k in params]
         current = [p.detach().float() for p in params.values()]

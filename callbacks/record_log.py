@@ -40,8 +40,9 @@ class RecordLog(Callback):
         return f" train_time:{ms:.0f}ms step_avg:{ms / max(trainer.global_step, 1):.2f}ms"
 
     @override
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         every = self.train_log_every
         if step <= 10 or (every > 0 and step % every == 0) or trainer.should_stop or step == trainer.max_steps:
@@ -54,5 +55,6 @@ class RecordLog(Callback):
             return
         loss, bpb = pl_module.last_val
         trainer.print(
-            f"step:{trainer.global_step}/{trainer.max_steps} val_loss:{loss:.4f} val_bpb:{bpb:.4f}{self._times(trainer)}"
+            f"step:{trainer.global_step}/{trainer.max_steps} val_loss:{loss:.4f} val_bpb:{bpb:.4f}"
+            + self._times(trainer)
         )

@@ -36,7 +36,9 @@ class Warmdown(Callback):
         self.warmdown_iters = warmdown_iters
 
     @override
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         clock = find_clock(trainer)
         capped = clock is not None and clock.max_ms is not None
         pl_module.lr_multiplier = lr_multiplier(

@@ -35,7 +35,7 @@ class ModelConfig:
     rope_dims: int = 16
     """Rotated dims per head (partial RoPE); 0 rotates the whole head. Must be even and <= head_dim."""
     rope_train_seq_len: int = 1024
-    """NTK reference length: for sequences longer than this the base becomes base*(T/ref)^(d/(d-2)) (seed hard-codes 1024)."""
+    """NTK reference length: longer sequences use base * (T/ref)^(d/(d-2)) (the seed hard-codes 1024)."""
     qk_gain_init: float = 1.5
     """Initial per-head query gain."""
     ln_scale: bool = True
@@ -75,7 +75,9 @@ class ModelConfig:
         if self.model_dim % self.num_heads:
             raise bad("num_heads", f"model_dim={self.model_dim} is not divisible by num_heads={self.num_heads}")
         if self.num_heads % self.num_kv_heads:
-            raise bad("num_kv_heads", f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}")
+            raise bad(
+                "num_kv_heads", f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}"
+            )
         head_dim = self.model_dim // self.num_heads
         if self.rope_dims < 0 or self.rope_dims % 2 or self.rope_dims > head_dim:
             raise bad("rope_dims", f"must be even and between 0 and head_dim={head_dim}, got {self.rope_dims}")

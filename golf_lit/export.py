@@ -97,8 +97,10 @@ def export_model(
     t0 = time.perf_counter()
     result = export_artifact(state, out / ARTIFACT_NAME, quant)
     export_s = time.perf_counter() - t0
-    log(f"Serialized model int6+zstd: {result.bytes_model} bytes (zstd-{result.level}"
-        + (f", int5 layers {list(result.int5_layers)})" if result.int5_layers else ")"))
+    log(
+        f"Serialized model int6+zstd: {result.bytes_model} bytes (zstd-{result.level}"
+        + (f", int5 layers {list(result.int5_layers)})" if result.int5_layers else ")")
+    )
     log(f"Code size: {result.code_bytes} bytes")
     log(f"Total submission size: {result.bytes_total} bytes (limit {result.limit_bytes})")
 
@@ -115,9 +117,11 @@ def export_model(
         val_tokens=int(sums.token_count),
         val_bytes=int(sums.byte_count),
         val_files=val_files,
-        eval="non-overlapping (roundtrip), seq_len %d" % seq_len,
-        **{k: summary[k] for k in ("bytes_total", "bytes_model", "bytes_code", "limit_bytes", "fits", "zstd_level",
-                                   "int5_layers")},
+        eval=f"non-overlapping (roundtrip), seq_len {seq_len}",
+        **{
+            k: summary[k]
+            for k in ("bytes_total", "bytes_model", "bytes_code", "limit_bytes", "fits", "zstd_level", "int5_layers")
+        },
         code_files=summary["code_files"],
         timings={**summary["timings"], "export_s": export_s, "roundtrip_eval_s": secs},
         sizes_tried=summary["sizes_tried"],
@@ -145,7 +149,7 @@ def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[
     if "model" not in hp or "state_dict" not in ckpt:
         raise ValueError(f"{path}: not a golf-lit checkpoint (no hyper_parameters['model'] / state_dict)")
     model = GPT(ModelConfig(**hp["model"]))
-    state = {k[len("gpt."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("gpt.")}
+    state = {k[len("gpt.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("gpt.")}
     if use_ema:
         shadows = [s["shadow"] for k, s in ckpt.get("callbacks", {}).items() if k.startswith("EMA") and s.get("shadow")]
         if shadows:
@@ -173,11 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     model, ckpt = load_checkpoint_model(args.ckpt, use_ema=not args.no_ema)
     data_hp = ckpt.get("datamodule_hyper_parameters", {})
     code_bytes: int | str = int(args.code_bytes) if args.code_bytes.isdigit() else args.code_bytes
-    quant = QuantConfig(code_bytes=code_bytes, gptq_lite=args.gptq_lite,
-                        **({"zstd_levels": args.zstd_levels} if args.zstd_levels else {}))
+    quant = QuantConfig(
+        code_bytes=code_bytes,
+        gptq_lite=args.gptq_lite,
+        **({"zstd_levels": args.zstd_levels} if args.zstd_levels else {}),
+    )
     out = args.out or str(Path(args.ckpt).resolve().parent / "artifact")
     report = export_model(
-        model.to(args.device), out, quant=quant,
+        model.to(args.device),
+        out,
+        quant=quant,
         val_files=args.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
         tokenizer_path=args.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
         seq_len=int(data_hp.get("train_seq_len", 2048)),

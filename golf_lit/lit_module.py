@@ -94,8 +94,12 @@ class GolfLM(L.LightningModule):
         cfg = self.optim_config
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        momentum = muon_momentum(step, start=cfg.muon_momentum_warmup_start, end=cfg.muon_momentum,
-                                 warmup_steps=cfg.muon_momentum_warmup_steps)
+        momentum = muon_momentum(
+            step,
+            start=cfg.muon_momentum_warmup_start,
+            end=cfg.muon_momentum,
+            warmup_steps=cfg.muon_momentum_warmup_steps,
+        )
         for opt in optimizers:
             for group in opt.optimizer.param_groups:
                 group["lr"] = group["base_lr"] * self.lr_multiplier

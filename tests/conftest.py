@@ -13,7 +13,8 @@ from golf_lit.paths import SAMPLE_TOKENIZER, resolve
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# The tests use tiny tensors: one intra-op thread avoids oversubscribing the CI machine's two shared cores.
+torch.set_num_threads(1)
 
 
 def tiny_config(**overrides) -> ModelConfig:

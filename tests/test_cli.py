@@ -48,16 +48,43 @@ def test_record_config_reproduces_spec_14(capsys):
     cfg = print_config(capsys, "--config", str(ROOT / "configs" / "record.yaml"))
     model, optim, data, trainer = cfg["model"], cfg["model"]["optim"], cfg["data"], cfg["trainer"]
     expected_model = dict(
-        num_layers=11, model_dim=512, num_heads=8, num_kv_heads=4, mlp_mult=3.0, vocab_size=1024,
-        tie_embeddings=True, tied_embed_init_std=0.005, logit_softcap=30.0, rope_base=10000.0, rope_dims=16,
-        qk_gain_init=1.5, ln_scale=True, xsa_last_n=11, value_residual=True, gated_attention=True,
-        leaky_relu=True, leaky_slope=0.9, bigram_vocab_size=4096, bigram_dim=128, compile=True,
+        num_layers=11,
+        model_dim=512,
+        num_heads=8,
+        num_kv_heads=4,
+        mlp_mult=3.0,
+        vocab_size=1024,
+        tie_embeddings=True,
+        tied_embed_init_std=0.005,
+        logit_softcap=30.0,
+        rope_base=10000.0,
+        rope_dims=16,
+        qk_gain_init=1.5,
+        ln_scale=True,
+        xsa_last_n=11,
+        value_residual=True,
+        gated_attention=True,
+        leaky_relu=True,
+        leaky_slope=0.9,
+        bigram_vocab_size=4096,
+        bigram_dim=128,
+        compile=True,
     )
     assert {k: model[k] for k in expected_model} == expected_model
     expected_optim = dict(
-        matrix_lr=0.025, scalar_lr=0.025, tied_embed_lr=0.035, muon_momentum=0.99, muon_momentum_warmup_start=0.92,
-        muon_momentum_warmup_steps=1500, muon_backend_steps=5, muon_wd=0.04, adam_wd=0.04, beta1=0.9, beta2=0.95,
-        adam_eps=1e-8, grad_clip_norm=0.3,
+        matrix_lr=0.025,
+        scalar_lr=0.025,
+        tied_embed_lr=0.035,
+        muon_momentum=0.99,
+        muon_momentum_warmup_start=0.92,
+        muon_momentum_warmup_steps=1500,
+        muon_backend_steps=5,
+        muon_wd=0.04,
+        adam_wd=0.04,
+        beta1=0.9,
+        beta2=0.95,
+        adam_eps=1e-8,
+        grad_clip_norm=0.3,
     )
     assert {k: optim[k] for k in expected_optim} == expected_optim
     assert data["train_batch_tokens"] == 786_432 and data["train_seq_len"] == 2048
@@ -98,8 +125,16 @@ def test_misspelt_key_fails_naming_it(capsys):
     ],
 )
 def test_invalid_combination_fails_before_training(capsys, tmp_path, override, key):
-    code = main(["fit", "--config", str(ROOT / "configs" / "smoke.yaml"), "--trainer.default_root_dir",
-                 str(tmp_path), *override])
+    code = main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs" / "smoke.yaml"),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            *override,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert key in err
@@ -108,9 +143,22 @@ def test_invalid_combination_fails_before_training(capsys, tmp_path, override, k
 
 @pytest.mark.slow
 def test_smoke_config_trains_logs_and_checkpoints(tmp_path):
-    cmd = [sys.executable, "-m", "golf_lit", "fit", "--config", str(ROOT / "configs" / "smoke.yaml"),
-           "--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--trainer.default_root_dir", str(tmp_path),
-           "--trainer.enable_progress_bar", "false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "golf_lit",
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "smoke.yaml"),
+        "--trainer.max_steps",
+        "4",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert re.search(r"^step:1/4 train_loss:\d+\.\d{4} train_time:\d+ms step_avg:", out.stdout, re.M)

@@ -31,15 +31,6 @@ MIXERS = [NgramConfig(name="ng", min_order=1, max_order=4, min_count=1), NgramCo
 STORE = NgramStoreConfig(update_tokens=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription on shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup():
     g = torch.Generator().manual_seed(0)

@@ -19,14 +19,6 @@ from golf_lit.model.gpt import GPT
 from .conftest import tiny_config
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def brute_counts(tokens: np.ndarray, upto: int, orders) -> dict:
     """(order, context tuple) -> Counter of next tokens over targets [0, upto)."""
     table: dict = defaultdict(Counter)

@@ -20,14 +20,6 @@ V = 64
 SL = SlidingConfig(seq_len=32, stride=8, batch_seqs=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(5)

@@ -29,14 +29,6 @@ SMALL = ["--max_tokens", "1200", "--sliding.seq_len", "128", "--sliding.stride",
          "--ngram_store.update_tokens", "256"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Path:
     """A quantized artifact of a small random GPT with export's config.json beside it."""

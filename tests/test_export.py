@@ -10,13 +10,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from callbacks import EMA, ArtifactExport
-from golf_lit.export import ARTIFACT_NAME, main as export_main
-from golf_lit.model.gpt import GPT
 from golf_lit.config import ModelConfig
-from golf_lit.quant import QuantConfig, load_artifact_state_dict
-
+from golf_lit.export import ARTIFACT_NAME
+from golf_lit.export import main as export_main
 from golf_lit.lit_module import GolfLM
+from golf_lit.model.gpt import GPT
 from golf_lit.optim.config import OptimConfig
+from golf_lit.quant import QuantConfig, load_artifact_state_dict
 
 from .test_train import TINY_MODEL, make_trainer, tiny_data
 
@@ -83,15 +83,32 @@ def test_export_errors_name_the_file(tmp_path):
 def test_over_budget_keeps_good_artifact(fitted, tmp_path):
     tmp, module, _ = fitted
     from golf_lit.export import export_model
-    from golf_lit.quant import ArtifactBudgetError
     from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
+    from golf_lit.quant import ArtifactBudgetError
 
-    good = export_model(module.gpt, tmp_path, val_files=SAMPLE_VAL_FILES, tokenizer_path=SAMPLE_TOKENIZER,
-                        seq_len=32, val_max_tokens=256, eval_pre_quant=False, log=lambda s: None)
+    good = export_model(
+        module.gpt,
+        tmp_path,
+        val_files=SAMPLE_VAL_FILES,
+        tokenizer_path=SAMPLE_TOKENIZER,
+        seq_len=32,
+        val_max_tokens=256,
+        eval_pre_quant=False,
+        log=lambda s: None,
+    )
     before = (tmp_path / ARTIFACT_NAME).read_bytes()
     tight = QuantConfig(code_bytes=16_000_000 - 1000)
     with pytest.raises(ArtifactBudgetError, match="OVER_BUDGET"):
-        export_model(module.gpt, tmp_path, quant=tight, val_files=SAMPLE_VAL_FILES, tokenizer_path=SAMPLE_TOKENIZER,
-                     seq_len=32, val_max_tokens=256, eval_pre_quant=False, log=lambda s: None)
+        export_model(
+            module.gpt,
+            tmp_path,
+            quant=tight,
+            val_files=SAMPLE_VAL_FILES,
+            tokenizer_path=SAMPLE_TOKENIZER,
+            seq_len=32,
+            val_max_tokens=256,
+            eval_pre_quant=False,
+            log=lambda s: None,
+        )
     assert (tmp_path / ARTIFACT_NAME).read_bytes() == before and good["fits"]
     assert (tmp_path / "final_model.int6.OVER_BUDGET.ptz").is_file()

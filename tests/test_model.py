@@ -18,9 +18,18 @@ from .conftest import tiny_config
 
 
 def record_names(num_layers: int = 11) -> set[str]:
-    names = {"tok_emb.weight", "bigram.embed.weight", "bigram.proj.weight", "bigram.scale", "smear.gate", "skip_weights"}
+    names = {
+        "tok_emb.weight",
+        "bigram.embed.weight",
+        "bigram.proj.weight",
+        "bigram.scale",
+        "smear.gate",
+        "skip_weights",
+    }
     for i in range(num_layers):
-        names |= {f"blocks.{i}.{n}" for n in ("attn_scale", "mlp_scale", "resid_mix", "mlp.fc.weight", "mlp.proj.weight")}
+        names |= {
+            f"blocks.{i}.{n}" for n in ("attn_scale", "mlp_scale", "resid_mix", "mlp.fc.weight", "mlp.proj.weight")
+        }
         attn = ["q_gain", "c_q.weight", "c_k.weight", "c_v.weight", "proj.weight", "attn_gate.weight", "attn_gate.bias"]
         names |= {f"blocks.{i}.attn.{n}" for n in attn + (["vr_lambda"] if i else [])}
     return names
@@ -102,11 +111,16 @@ def test_flags_off_give_plain_variants():
                 for n, p in model.named_parameters():
                     if n.endswith(name):
                         p.fill_(value) if not isinstance(value, list) else p.copy_(torch.tensor(value))
+
         return f
 
     cases = [
         ({"value_residual": False}, set_("vr_lambda", [0.0, 1.0]), "vr_lambda"),
-        ({"gated_attention": False}, lambda m: (set_("attn_gate.weight", 0.0)(m), set_("attn_gate.bias", 100.0)(m)), "attn_gate"),
+        (
+            {"gated_attention": False},
+            lambda m: (set_("attn_gate.weight", 0.0)(m), set_("attn_gate.bias", 100.0)(m)),
+            "attn_gate",
+        ),
         ({"smear_gate": False}, set_("smear.gate", -200.0), "smear"),
         ({"bigram_vocab_size": 0}, set_("bigram.scale", 0.0), "bigram"),
         ({"unet_skips": False}, set_("skip_weights", 0.0), "skip_weights"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import lightning.pytorch as L
 import pytest
 import torch
@@ -16,8 +14,15 @@ from golf_lit.optim.config import OptimConfig
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
 
 TINY_MODEL = dict(
-    vocab_size=1024, num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8,
-    xsa_last_n=2, bigram_vocab_size=64, bigram_dim=64,
+    vocab_size=1024,
+    num_layers=2,
+    model_dim=64,
+    num_heads=4,
+    num_kv_heads=2,
+    rope_dims=8,
+    xsa_last_n=2,
+    bigram_vocab_size=64,
+    bigram_dim=64,
 )
 
 
@@ -27,8 +32,14 @@ def tiny_module(**optim) -> GolfLM:
 
 def tiny_data(**kw) -> GolfDataModule:
     args = dict(
-        train_files=SAMPLE_TRAIN_FILES, val_files=SAMPLE_VAL_FILES, tokenizer_path=SAMPLE_TOKENIZER,
-        train_batch_tokens=256, train_seq_len=32, grad_accum_steps=1, val_batch_tokens=512, val_max_tokens=1024,
+        train_files=SAMPLE_TRAIN_FILES,
+        val_files=SAMPLE_VAL_FILES,
+        tokenizer_path=SAMPLE_TOKENIZER,
+        train_batch_tokens=256,
+        train_seq_len=32,
+        grad_accum_steps=1,
+        val_batch_tokens=512,
+        val_max_tokens=1024,
     )
     args.update(kw)
     return GolfDataModule(**args)
@@ -48,9 +59,17 @@ class Recorder(Callback):
 
 def make_trainer(tmp_path, callbacks, max_steps, **kw) -> L.Trainer:
     args = dict(
-        accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
-        check_val_every_n_epoch=None, val_check_interval=10_000, default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        check_val_every_n_epoch=None,
+        val_check_interval=10_000,
+        default_root_dir=tmp_path,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
     )
     args.update(kw)
@@ -117,8 +136,9 @@ def test_warmdown_step_fallback_and_wallclock_cap(tmp_path, monkeypatch):
             mults.append(pl_module.lr_multiplier)
 
     wall = WallClockLimit(max_wallclock_seconds=0.45)
-    trainer = make_trainer(tmp_path, [Tick(), wall, Warmdown(warmdown_iters=2), Mult()], max_steps=50,
-                           val_check_interval=2)
+    trainer = make_trainer(
+        tmp_path, [Tick(), wall, Warmdown(warmdown_iters=2), Mult()], max_steps=50, val_check_interval=2
+    )
     trainer.fit(tiny_module(), tiny_data())
     assert trainer.global_step == 5  # 5 x 100 ms >= 450 ms; the 10 s validations are excluded
     assert wall.elapsed_ms == pytest.approx(500.0)
@@ -135,8 +155,13 @@ def test_resume_continues_exactly(tmp_path):
     """A run killed after step 3 and resumed from last.ckpt reproduces the uninterrupted run exactly."""
 
     def callbacks(run: str):
-        return [WallClockLimit(None), Warmdown(warmdown_iters=4), EMA(decay=0.9), Recorder(),
-                ModelCheckpoint(dirpath=tmp_path / run, save_last=True, save_top_k=0, every_n_train_steps=1)]
+        return [
+            WallClockLimit(None),
+            Warmdown(warmdown_iters=4),
+            EMA(decay=0.9),
+            Recorder(),
+            ModelCheckpoint(dirpath=tmp_path / run, save_last=True, save_top_k=0, every_n_train_steps=1),
+        ]
 
     class Killed(Exception):
         pass
@@ -190,8 +215,9 @@ def test_checkpoint_write_crash_keeps_previous(tmp_path, monkeypatch):
 
 def test_record_log_lines(tmp_path, capsys):
     L.seed_everything(0)
-    trainer = make_trainer(tmp_path, [WallClockLimit(600), RecordLog(train_log_every=2)], max_steps=4,
-                           val_check_interval=4)
+    trainer = make_trainer(
+        tmp_path, [WallClockLimit(600), RecordLog(train_log_every=2)], max_steps=4, val_check_interval=4
+    )
     trainer.fit(tiny_module(), tiny_data())
     out = capsys.readouterr().out
     import re
@@ -215,8 +241,13 @@ def _ddp_run(tmp_path, devices: int, grad_accum: int):
     L.seed_everything(0)
     module = tiny_module()
     # compile priming runs too, to show it is harmless under DDP (it restores everything it touched)
-    trainer = make_trainer(tmp_path, [CompilePriming(2), SaveGrads(tmp_path / "grads.pt")], max_steps=1, devices=devices,
-                           strategy="ddp_spawn" if devices > 1 else "auto")
+    trainer = make_trainer(
+        tmp_path,
+        [CompilePriming(2), SaveGrads(tmp_path / "grads.pt")],
+        max_steps=1,
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+    )
     trainer.fit(module, tiny_data(grad_accum_steps=grad_accum))
     grads = torch.load(tmp_path / "grads.pt")
     return float(trainer.callback_metrics["train/loss"]), grads, module.gpt.state_dict()

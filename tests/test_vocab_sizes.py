@@ -59,8 +59,17 @@ def test_vocab_size_end_to_end(corpus, vocab_size):
         doc = torch.from_numpy(tokens[a:b])
         assert int(luts.token_bytes(doc[:-1], doc[1:]).sum()) == len(sp.decode(doc[1:].tolist()).encode())
 
-    cfg = ModelConfig(vocab_size=vocab_size, num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4,
-                      xsa_last_n=2, bigram_vocab_size=vocab_size, bigram_dim=16)
+    cfg = ModelConfig(
+        vocab_size=vocab_size,
+        num_layers=2,
+        model_dim=32,
+        num_heads=4,
+        num_kv_heads=2,
+        rope_dims=4,
+        xsa_last_n=2,
+        bigram_vocab_size=vocab_size,
+        bigram_dim=16,
+    )
     torch.manual_seed(0)
     model = GPT(cfg)
     val = load_validation_tokens(str(out / "fineweb_val_*.bin"), 64)

@@ -19,15 +19,25 @@ class TrainStream(IterableDataset):
     (SPEC §2.3), so the data position is fully determined by the optimizer step it starts from.
     """
 
-    def __init__(self, stream: TokenStream, start_step: int, grad_accum: int, local_tokens: int, seq_len: int,
-                 rank: int, world_size: int) -> None:
+    def __init__(
+        self,
+        stream: TokenStream,
+        start_step: int,
+        grad_accum: int,
+        local_tokens: int,
+        seq_len: int,
+        rank: int,
+        world_size: int,
+    ) -> None:
         self.stream, self.start_step, self.grad_accum = stream, start_step, grad_accum
         self.local_tokens, self.seq_len, self.rank, self.world_size = local_tokens, seq_len, rank, world_size
 
     def step_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The micro-batches of optimizer step ``step``."""
         pairs = [
-            self.stream.micro_batch(step * self.grad_accum + m, self.local_tokens, self.seq_len, self.rank, self.world_size)
+            self.stream.micro_batch(
+                step * self.grad_accum + m, self.local_tokens, self.seq_len, self.rank, self.world_size
+            )
             for m in range(self.grad_accum)
         ]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
@@ -151,8 +161,9 @@ class GolfDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         start = self.trainer.global_step if self.trainer is not None else 0  # resume continues at the same position
-        ds = TrainStream(self.stream, start, self.grad_accum_steps, self.local_tokens, self.train_seq_len,
-                         self.rank, self.world_size)
+        ds = TrainStream(
+            self.stream, start, self.grad_accum_steps, self.local_tokens, self.train_seq_len, self.rank, self.world_size
+        )
         return DataLoader(ds, batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
@@ -162,6 +173,7 @@ class GolfDataModule(L.LightningDataModule):
                 f"data.val_batch_tokens: {self.val_batch_tokens} gives less than one sequence of "
                 f"{self.train_seq_len} tokens per rank and micro-batch"
             )
-        ds = ValSequences(self.val_tokens, self.train_seq_len, local_batch // self.train_seq_len, self.rank,
-                          self.world_size)
+        ds = ValSequences(
+            self.val_tokens, self.train_seq_len, local_batch // self.train_seq_len, self.rank, self.world_size
+        )
         return DataLoader(ds, batch_size=None)

@@ -91,7 +91,10 @@ class CausalSelfAttention(nn.Module):
             q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
         # SDPA with native GQA: K/V are not materialised per query head.
         y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            q.transpose(1, 2),
+            k.transpose(1, 2),
+            v.transpose(1, 2),
+            is_causal=True,
             enable_gqa=self.num_heads != self.num_kv_heads,
         )  # (B, H, T, D)
         return y.transpose(1, 2)

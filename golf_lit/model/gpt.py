@@ -17,7 +17,7 @@ from golf_lit.model.layers import CastedLinear, rms_norm
 
 
 class SmearGate(nn.Module):
-    """Blend each position with the previous one: x_t <- (1-g) x_t + g x_{t-1}, x_{-1} = 0 (record 2026-03-19 SmearGate)."""
+    """x_t <- (1-g) x_t + g x_{t-1} with x_{-1} = 0 and g = sigmoid(gate) (record 2026-03-19 SmearGate)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -111,7 +111,9 @@ class GPT(nn.Module):
         self.cfg = cfg
         # Registration (and so RNG and state_dict) order mirrors the seed.
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
-        self.bigram = BigramHash(cfg.bigram_vocab_size, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_vocab_size else None
+        self.bigram = (
+            BigramHash(cfg.bigram_vocab_size, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_vocab_size else None
+        )
         self.smear = SmearGate(cfg.model_dim) if cfg.smear_gate else None
         self.num_encoder_layers = cfg.num_layers // 2
         self.num_decoder_layers = cfg.num_layers - self.num_encoder_layers

@@ -14,37 +14,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from golf_lit.model.names import is_control
 from golf_lit.optim.config import OptimConfig
 from golf_lit.optim.muon import Muon
-
-CONTROL_PATTERNS: tuple[str, ...] = (
-    "attn_scale",
-    "attn_scales",
-    "mlp_scale",
-    "mlp_scales",
-    "resid_mix",
-    "resid_mixes",
-    "q_gain",
-    "skip_weight",
-    "skip_weights",
-    "smear",
-    "vr_lambda",
-    "attn_gate",
-    "canon_a",
-    "canon_c",
-    "delta_gate",
-)
-"""Substrings marking a parameter as a control (scalar group) even when it is 2-D."""
 
 TOKEN_NAMES = frozenset({"tok_emb.weight", "bigram.embed.weight"})
 HEAD_NAMES = frozenset({"lm_head.weight"})
 EXTRA_MATRIX_NAMES = frozenset({"bigram.proj.weight"})
 EXTRA_SCALAR_NAMES = frozenset({"skip_weights", "smear.gate", "bigram.scale"})
-
-
-def is_control(name: str) -> bool:
-    """Whether ``name`` contains one of the control patterns."""
-    return any(pattern in name for pattern in CONTROL_PATTERNS)
 
 
 _RULES: dict[str, Callable[[str, nn.Parameter], bool]] = {

@@ -16,30 +16,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from golf_lit.model.names import is_control
+
 PASSTHROUGH_MAX_NUMEL = 65_536
 """Float tensors with at most this many elements are stored as fp16 as they are."""
 
 INT8_CLIP_QUANTILE = 99.99984 / 100.0
 """Per-row clip quantile of |W| for int8 matrices (computed as the seed does, as a percentage over 100)."""
 
-CONTROL_PATTERNS = (
-    "attn_scale",
-    "attn_scales",
-    "mlp_scale",
-    "mlp_scales",
-    "resid_mix",
-    "resid_mixes",
-    "q_gain",
-    "skip_weight",
-    "skip_weights",
-    "smear",
-    "vr_lambda",
-    "attn_gate",
-    "canon_a",
-    "canon_c",
-    "delta_gate",
-)
-"""Name fragments of control tensors: any larger than PASSTHROUGH_MAX_NUMEL are kept in fp32."""
 
 INT6_CATEGORIES = frozenset({"mlp", "attn"})
 """Categories quantized per row to int6 (int5 in demoted layers); every other large matrix gets int8."""
@@ -155,7 +139,7 @@ def tensor_format(name: str, tensor: Tensor, int5_layers: Collection[int] = froz
     """
     if not tensor.is_floating_point() or tensor.numel() <= PASSTHROUGH_MAX_NUMEL:
         return "passthrough"
-    if any(p in name for p in CONTROL_PATTERNS):
+    if is_control(name):
         return "passthrough_ctrl"
     if classify_tensor(name) in INT6_CATEGORIES:
         return "int5" if block_index(name) in int5_layers else "int6"

@@ -1,0 +1,28 @@
+"""Parameter-name conventions shared by the optimizer split and the quantizer (SPEC §6, §9.1)."""
+
+from __future__ import annotations
+
+CONTROL_PATTERNS: tuple[str, ...] = (
+    "attn_scale",
+    "attn_scales",
+    "mlp_scale",
+    "mlp_scales",
+    "resid_mix",
+    "resid_mixes",
+    "q_gain",
+    "skip_weight",
+    "skip_weights",
+    "smear",
+    "vr_lambda",
+    "attn_gate",
+    "canon_a",
+    "canon_c",
+    "delta_gate",
+)
+"""Name fragments of control tensors (the seed's CONTROL_TENSOR_NAME_PATTERNS): scalar AdamW group in training,
+fp32 passthrough in the artifact when too large for the fp16 passthrough."""
+
+
+def is_control(name: str) -> bool:
+    """True if ``name`` contains any control pattern."""
+    return any(pattern in name for pattern in CONTROL_PATTERNS)
