@@ -199,3 +199,28 @@ def test_model_package_imports_no_distributed_or_lightning():
             for n in names:
                 assert not n.startswith(("lightning", "pytorch_lightning", "torch.distributed")), (path, n)
                 assert n != "torch.distributed" and "torch.distributed" not in n, (path, n)
+
+
+def test_gqa_attention_matches_repeated_kv_reference():
+    """Native-GQA SDPA = attention with K/V repeat-interleaved per query head (query head h uses KV group h // 2)."""
+    torch.manual_seed(0)
+    model = _randomize(GPT(tiny_config(num_layers=1, xsa_last_n=0, gated_attention=False)))
+    attn = model.blocks[0].attn
+    q, k, v = torch.randn(2, 9, 4, 8), torch.randn(2, 9, 2, 8), torch.randn(2, 9, 2, 8)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k.repeat_interleave(2, 2).transpose(1, 2),
+        v.repeat_interleave(2, 2).transpose(1, 2),
+        is_causal=True,
+    ).transpose(1, 2)
+    torch.testing.assert_close(attn._attend(q, k, v), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_seed_bf16_attention_option():
+    a = _randomize(GPT(tiny_config()))
+    b = GPT(tiny_config(seed_bf16_attention=True))
+    b.load_state_dict(a.state_dict())
+    ids = torch.randint(0, 64, (2, 16))
+    out_a, out_b = a(ids), b(ids)
+    assert out_b.dtype == torch.float32 and not torch.equal(out_a, out_b)  # q/k/v really went through bf16
+    torch.testing.assert_close(out_b, out_a, rtol=0.05, atol=0.05)

@@ -87,17 +87,18 @@ class CausalSelfAttention(nn.Module):
         if self._fa3 is not None and (q.is_cuda or self.require_fa3):
             out = self._fa3(q.bfloat16(), k.bfloat16(), v.bfloat16(), causal=True)  # FlashAttention-3 (Hopper)
             return out[0] if isinstance(out, tuple) else out
-        if self.seed_bf16:
-            q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)
+        if self.seed_bf16:  # the seed's exact op sequence: bf16 inputs, K/V repeated per query head
+            rep = self.num_heads // self.num_kv_heads
+            q, k, v = (
+                q.bfloat16(),
+                k.bfloat16().repeat_interleave(rep, dim=1),
+                v.bfloat16().repeat_interleave(rep, dim=1),
+            )
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
         # SDPA with native GQA: K/V are not materialised per query head.
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            is_causal=True,
-            enable_gqa=self.num_heads != self.num_kv_heads,
-        )  # (B, H, T, D)
-        return y.transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.num_heads != self.num_kv_heads)
+        return y.transpose(1, 2)  # (B, T, H, D)
 
     def forward(self, u: Tensor, v0: Tensor | None) -> tuple[Tensor, Tensor]:
         """Attend over the normalised block input ``u`` (B, T, C).
