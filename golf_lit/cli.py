@@ -25,19 +25,18 @@ def run_lightning(argv: list[str]) -> int:
     from golf_lit.lit_module import GolfLM
 
     set_docstring_parse_options(attribute_docstrings=True)
-    saved_argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI reads args=, not the process's argv
-    try:
-        LightningCLI(
-            GolfLM,
-            GolfDataModule,
-            args=argv,
-            seed_everything_default=1337,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={"use_distributed_sampler": False, "check_val_every_n_epoch": None},
-            parser_kwargs={"prog": "golf-lit"},
-        )
-    finally:
-        sys.argv = saved_argv
+    # From the console, let LightningCLI read sys.argv itself: Lightning's DDP launcher re-runs sys.argv to start
+    # the other ranks, so it must stay intact. Programmatic calls pass their own arguments.
+    from_console = argv == sys.argv[1:]
+    LightningCLI(
+        GolfLM,
+        GolfDataModule,
+        args=None if from_console else argv,
+        seed_everything_default=1337,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"use_distributed_sampler": False, "check_val_every_n_epoch": None},
+        parser_kwargs={"prog": "golf-lit"},
+    )
     return 0
 
 

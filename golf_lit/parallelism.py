@@ -11,12 +11,11 @@ class GolfDDP(DDPStrategy):
     """Lightning's DDP strategy with the record's DDP options as named arguments (SPEC §13.1).
 
     golf-lit's model has no unused parameters (layer 0 has no value-residual lambdas), so plain DDP needs
-    neither ``find_unused_parameters`` nor ``static_graph``; the latter stays available as an option.
+    neither ``find_unused_parameters`` nor ``static_graph``; the latter stays available as an option. The model
+    registers no buffers, so the seed's ``broadcast_buffers=False`` has nothing to switch off.
 
     Args:
         static_graph: Tell DDP the graph is the same every step (the seed's fix for its unused lambdas).
-        broadcast_buffers: Broadcast buffers from rank 0 every forward (the model has none; the val metric's
-            byte tables are constant).
         gradient_as_bucket_view: Let gradients be views into DDP's all-reduce buckets (saves memory).
         process_group_backend: ``nccl`` on GPU, ``gloo`` on CPU by default.
         timeout_minutes: Collective timeout.
@@ -25,7 +24,6 @@ class GolfDDP(DDPStrategy):
     def __init__(
         self,
         static_graph: bool = False,
-        broadcast_buffers: bool = False,
         gradient_as_bucket_view: bool = True,
         process_group_backend: str | None = None,
         timeout_minutes: float = 30.0,
@@ -34,6 +32,5 @@ class GolfDDP(DDPStrategy):
             process_group_backend=process_group_backend,
             timeout=timedelta(minutes=timeout_minutes),
             static_graph=static_graph,
-            broadcast_buffers=broadcast_buffers,
             gradient_as_bucket_view=gradient_as_bucket_view,
         )
