@@ -164,3 +164,37 @@ def test_smoke_config_trains_logs_and_checkpoints(tmp_path):
     assert re.search(r"^step:1/4 train_loss:\d+\.\d{4} train_time:\d+ms step_avg:", out.stdout, re.M)
     assert re.search(r"^step:4/4 val_loss:\d+\.\d{4} val_bpb:\d+\.\d{4}", out.stdout, re.M)
     assert list(tmp_path.rglob("last.ckpt")) and list(tmp_path.rglob("metrics.csv"))
+
+
+@pytest.mark.slow
+def test_console_launch_on_two_cpu_ranks(tmp_path):
+    """Lightning's DDP launcher re-runs the command line for rank 1, so the CLI must leave sys.argv intact."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "golf_lit",
+        "fit",
+        "--config",
+        str(ROOT / "configs" / "smoke.yaml"),
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy.class_path",
+        "golf_lit.parallelism.GolfDDP",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.grad_accum_steps",
+        "1",
+        "--data.train_batch_tokens",
+        "1024",
+        "--data.val_max_tokens",
+        "2048",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "[rank: 1]" in out.stderr  # the second rank really ran
+    assert re.search(r"^step:2/2 val_loss:\d+\.\d{4} val_bpb:", out.stdout, re.M)
+    assert (tmp_path / "runs" / "smoke" / "artifact" / "submission.json").is_file()
