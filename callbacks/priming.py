@@ -39,11 +39,7 @@ class CompilePriming(Callback):
         if self.warmup_steps == 0:
             return
         stream = trainer.datamodule.train_dataloader().dataset
-        optimizers = (
-            [o.optimizer for o in pl_module.optimizers()]
-            if isinstance(pl_module.optimizers(), list)
-            else [pl_module.optimizers().optimizer]
-        )
+        optimizers = [o.optimizer for o in pl_module.lightning_optimizers()]
         weights = {k: v.detach().clone() for k, v in pl_module.gpt.state_dict().items()}
         states = [copy.deepcopy(o.state_dict()) for o in optimizers]
         multiplier = pl_module.lr_multiplier

@@ -43,7 +43,6 @@ class WallClockLimit(Callback):
         self.max_ms = 1000.0 * max_wallclock_seconds if max_wallclock_seconds else None
         self.elapsed_ms = 0.0  # training time up to the last pause
         self._t0: float | None = None
-        self.stopped_at_step: int | None = None
 
     def training_ms(self) -> float:
         """Training time so far in milliseconds."""
@@ -73,8 +72,6 @@ class WallClockLimit(Callback):
         reached = self.training_ms() >= self.max_ms
         if trainer.strategy.reduce_boolean_decision(reached, all=False):
             trainer.should_stop = True
-            if self.stopped_at_step is None:
-                self.stopped_at_step = trainer.global_step
 
     @override
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -15,6 +15,7 @@ import torch
 from golf_lit.config import ModelConfig
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
+from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.standard import evaluate_standard
 from golf_lit.io import atomic_write_json
 from golf_lit.model.gpt import GPT
@@ -77,15 +78,9 @@ def export_model(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     cfg: ModelConfig = model.cfg
     sp = load_tokenizer(resolve(tokenizer_path))
-    if int(sp.vocab_size()) != cfg.vocab_size:
-        raise ValueError(
-            f"model.vocab_size={cfg.vocab_size} does not match the tokenizer {tokenizer_path!r}, "
-            f"which has {int(sp.vocab_size())} pieces"
-        )
+    require_vocab_match(cfg.vocab_size, int(sp.vocab_size()), tokenizer_path)
     luts = build_byte_luts(sp, cfg.vocab_size)
-    val_tokens = load_validation_tokens(resolve(val_files), seq_len)
-    if val_max_tokens is not None:
-        val_tokens = val_tokens[: max(val_max_tokens // seq_len, 1) * seq_len + 1]
+    val_tokens = load_validation_tokens(resolve(val_files), seq_len, val_max_tokens)
 
     report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
     if eval_pre_quant:

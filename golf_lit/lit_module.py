@@ -12,6 +12,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from golf_lit.config import ModelConfig
+from golf_lit.data.vocab import require_vocab_match
 from golf_lit.losses import mean_nll, token_nll
 from golf_lit.metrics import BitsPerByte
 from golf_lit.model.gpt import GPT
@@ -56,15 +57,16 @@ class GolfLM(L.LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and getattr(dm, "luts", None) is not None:
-            if dm.vocab_size != self.model_config.vocab_size:
-                raise ValueError(
-                    f"model.vocab_size={self.model_config.vocab_size} does not match the tokenizer "
-                    f"{dm.tokenizer_path!r}, which has {dm.vocab_size} pieces"
-                )
+            require_vocab_match(self.model_config.vocab_size, dm.vocab_size, dm.tokenizer_path)
             self.val_metric = BitsPerByte(dm.luts)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return build_optimizers(self.gpt, self.optim_config)
+
+    def lightning_optimizers(self) -> list:
+        """The optimizers as a list of Lightning wrappers (``.optimizer`` is the torch optimizer)."""
+        optimizers = self.optimizers()
+        return optimizers if isinstance(optimizers, list) else [optimizers]
 
     def _ddp_sync(self, enabled: bool) -> None:
         """Skip the gradient all-reduce on all but the last micro-batch (what DDP's no_sync does)."""
@@ -92,8 +94,7 @@ class GolfLM(L.LightningModule):
         priming) bypasses Lightning entirely.
         """
         cfg = self.optim_config
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        optimizers = self.lightning_optimizers()
         momentum = muon_momentum(
             step,
             start=cfg.muon_momentum_warmup_start,

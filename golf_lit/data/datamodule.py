@@ -153,11 +153,7 @@ class GolfDataModule(L.LightningDataModule):
         self.luts = build_byte_luts(sp, self.vocab_size)
         if stage in (None, "fit"):
             self.stream = TokenStream(resolve(self.train_files))
-        tokens = load_validation_tokens(resolve(self.val_files), self.train_seq_len)
-        if self.val_max_tokens is not None:
-            usable = max(self.val_max_tokens // self.train_seq_len, 1) * self.train_seq_len
-            tokens = tokens[: usable + 1]
-        self.val_tokens = tokens
+        self.val_tokens = load_validation_tokens(resolve(self.val_files), self.train_seq_len, self.val_max_tokens)
 
     def train_dataloader(self) -> DataLoader:
         start = self.trainer.global_step if self.trainer is not None else 0  # resume continues at the same position

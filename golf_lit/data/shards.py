@@ -97,8 +97,13 @@ def find_shards(pattern: str) -> list[Path]:
     return files
 
 
-def load_validation_tokens(pattern: str, seq_len: int) -> torch.Tensor:
+def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int | None = None) -> torch.Tensor:
     """All validation shards concatenated, truncated to ``((N - 1) // seq_len) * seq_len + 1`` tokens (SPEC §2.1).
+
+    Args:
+        pattern: Glob of validation shards.
+        seq_len: Sequence length the stream is cut into.
+        max_tokens: Keep only the first ``max(max_tokens // seq_len, 1)`` sequences (quick runs); None = all.
 
     Returns:
         A 1-D int64 tensor.
@@ -110,6 +115,8 @@ def load_validation_tokens(pattern: str, seq_len: int) -> torch.Tensor:
         raise ValueError(
             f"validation tokens matching {pattern!r} ({tokens.size} tokens) are too short for seq_len={seq_len}"
         )
+    if max_tokens is not None:
+        usable = min(usable, max(max_tokens // seq_len, 1) * seq_len)
     return torch.from_numpy(tokens[: usable + 1].astype(np.int64))
 
 
