@@ -3,7 +3,7 @@
 from golf_lit.optim.config import OptimConfig
 from golf_lit.optim.muon import POLAR_EXPRESS_COEFFICIENTS, Muon, row_normalize, zeropower_newton_schulz
 from golf_lit.optim.param_groups import ParamGroup, build_optimizers, build_param_groups
-from golf_lit.optim.schedules import lr_multiplier, muon_momentum
+from golf_lit.optim.schedules import lr_multiplier, muon_momentum, warmdown_frac_multiplier
 
 __all__ = [
     "Muon",
@@ -15,5 +15,6 @@ __all__ = [
     "lr_multiplier",
     "muon_momentum",
     "row_normalize",
+    "warmdown_frac_multiplier",
     "zeropower_newton_schulz",
 ]
