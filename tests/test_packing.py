@@ -84,7 +84,16 @@ def test_invariants_on_the_sample_stream(max_len):
 def make_stream(rank=0, world=1, grad_accum=1, local=4096, start=0, packing=True, max_len=2048):
     stream = TokenStream(resolve(SAMPLE_TRAIN_FILES))
     return TrainStream(
-        stream, start, grad_accum, local, 256, rank, world, document_packing=packing, bos_id=BOS, max_segment_len=max_len
+        stream,
+        start,
+        grad_accum,
+        local,
+        256,
+        rank,
+        world,
+        document_packing=packing,
+        bos_id=BOS,
+        max_segment_len=max_len,
     )
 
 

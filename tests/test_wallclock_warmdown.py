@@ -1,4 +1,4 @@
-"""WallClockLimit's budget/fraction with a reserve and Warmdown's rules, on a stand-in trainer (docs/top-stack.md §4.3)."""
+"""WallClockLimit budget and fraction with a reserve; Warmdown rules on a stand-in trainer (docs/top-stack.md §4.3)."""
 
 from __future__ import annotations
 
