@@ -116,7 +116,7 @@ def test_rank_slices_tile_the_global_span():
     span = local + 1
     for r in range(world):
         x, y, c = make_stream(rank=r, world=world, local=local).step_batch(step)
-        expected = torch.from_numpy(stream.read(step * world * span + r * span, span))  # SPEC §2.3 slice r
+        expected = torch.from_numpy(stream.read(step * world * span + r * span, span))  # record-stack §2.3 slice r
         assert torch.equal(x[0, 0], expected[:-1]) and torch.equal(y[0, 0], expected[1:])
         assert torch.equal(c[0], document_cu_seqlens(expected[:-1], BOS, 2048))
 

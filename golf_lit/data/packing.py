@@ -3,7 +3,7 @@
 Origin: record 0410-VarLen (parameter-golf PR #1530). A packed row is a contiguous slice of the token stream;
 attention is restricted to segments, which start
 
-- at every BOS token in the row (every document starts with BOS, SPEC §2.1),
+- at every BOS token in the row (every document starts with BOS, docs/record-stack.md §2.1),
 - at position 0 (the row may start in the middle of a document),
 - every ``max_segment_len`` tokens inside a longer segment (counted from the segment's start),
 
