@@ -217,3 +217,14 @@ def test_top_options_unset_give_the_record_settings():
 def test_optim_config_rejects_bad_top_values_naming_key(key, value):
     with pytest.raises(ValueError, match=rf"optim\.{key}"):
         OptimConfig(**{key: value})
+
+
+def test_top_options_at_neutral_values_equal_the_defaults():
+    def settings(cfg):
+        torch.manual_seed(0)
+        opts = build_optimizers(gpt(ModelConfig(**TINY)), cfg)
+        return [{k: v for k, v in o.param_groups[0].items() if k != "params"} for o in opts]
+
+    neutral = OptimConfig(embed_wd=0.04, embed_beta2=0.95, scalar_beta2=0.95, ns_coefficients="fixed")
+    assert settings(neutral) == settings(OptimConfig())
+    assert settings(OptimConfig(embed_wd=0.0)) != settings(OptimConfig())  # the comparison can fail
