@@ -32,13 +32,14 @@ POLAR_EXPRESS_COEFFICIENTS: tuple[tuple[float, float, float], ...] = (
 )
 """Per-iteration Newton-Schulz coefficients (a_k, b_k, c_k) of the leaderboard top, k = 1..5."""
 
-NS_COEFFICIENT_SETS: dict[str, tuple[float, float, float] | tuple[tuple[float, float, float], ...]] = {
+Coefficients = tuple[float, float, float] | tuple[tuple[float, float, float], ...]
+"""One (a, b, c) for every iteration, or one per iteration."""
+
+NS_COEFFICIENT_SETS: dict[str, Coefficients] = {
     "fixed": NS_COEFFICIENTS,
     "polar_express": POLAR_EXPRESS_COEFFICIENTS,
 }
 """The values of ``OptimConfig.ns_coefficients`` and the coefficients each selects."""
-
-Coefficients = tuple[float, float, float] | tuple[tuple[float, float, float], ...]
 
 
 def ns_schedule(coefficients: Coefficients, steps: int) -> list[tuple[float, float, float]]:
