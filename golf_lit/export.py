@@ -16,7 +16,7 @@ from golf_lit.config import ModelConfig
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.eval.standard import evaluate_standard
+from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.io import atomic_write_json
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
@@ -28,7 +28,7 @@ ARTIFACT_NAME = "final_model.int6.ptz"
 def _score(model: GPT, val_tokens: torch.Tensor, luts, seq_len: int, batch_seqs: int, device: torch.device):
     t0 = time.perf_counter()
     autocast = torch.bfloat16 if device.type == "cuda" else None
-    sums = evaluate_standard(model, val_tokens, luts, seq_len, batch_seqs, device, autocast_dtype=autocast)
+    sums = score_roundtrip(model, val_tokens, luts, seq_len, batch_seqs, device, autocast_dtype=autocast)
     return sums, time.perf_counter() - t0
 
 
