@@ -21,25 +21,12 @@ import warnings
 from dataclasses import fields
 from typing import Any
 
+from golf_lit.cli import normalize_options
 from golf_lit.config import ModelConfig
 from golf_lit.eval.artifact import artifact_data_defaults, find_model_config
 from golf_lit.eval.budget import EvalBudgetError
 from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import Evaluator
-
-
-def normalize_options(argv: list[str], known: set[str]) -> list[str]:
-    """Rewrite ``--some-option`` / ``--some_option`` (also ``=value`` forms) to the spelling in ``known``."""
-    out = []
-    for arg in argv:
-        name, eq, value = arg.partition("=")
-        if arg.startswith("--") and name not in known:
-            for candidate in (name[:2] + name[2:].replace("-", "_"), name[:2] + name[2:].replace("_", "-")):
-                if candidate in known:
-                    arg = candidate + eq + value
-                    break
-        out.append(arg)
-    return out
 
 
 def build_parser():
