@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from golf_lit.eval.config import EvalConfig
 
 
-def _identity(t: Tensor) -> Tensor:
+def single_rank_sum(t: Tensor) -> Tensor:
+    """The all-reduce of a single process: the identity."""
     return t
 
 
@@ -61,7 +62,7 @@ class EvalContext:
     """Context-manager factory for forwards (Fabric's precision)."""
     autocast_dtype: torch.dtype | None = None
     """The dtype ``autocast`` casts to (None: the weights' dtype), for code that takes a dtype."""
-    all_reduce: Callable[[Tensor], Tensor] = _identity
+    all_reduce: Callable[[Tensor], Tensor] = single_rank_sum
     """Sums a tensor across ranks (identity on one rank)."""
     compile_fn: Callable[[nn.Module], nn.Module] | None = None
     """Wraps a module for compiled forwards (``torch.compile``) or None; for models a strategy builds itself."""

@@ -29,7 +29,7 @@ from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval import invariants
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
 from golf_lit.eval.scorer import Recorder, Scorer
-from golf_lit.eval.strategies.base import EvalContext, Strategy
+from golf_lit.eval.strategies.base import EvalContext, Strategy, single_rank_sum
 from golf_lit.eval.strategies.sliding import PAD_ID, SlidingConfig, Windows, score_windows, sliding_windows
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.parallelism import rank_range
@@ -98,11 +98,6 @@ class TTTConfig:
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * chunk / (num_chunks - 1)))
 
 
-def _sum_across_ranks(t: Tensor) -> Tensor:
-    """The all-reduce of a single process: the identity."""
-    return t
-
-
 class TestTimeTrainer:
     """Runs the score-first protocol over one stream; :meth:`run` is the whole protocol.
 
@@ -130,11 +125,11 @@ class TestTimeTrainer:
         sliding: SlidingConfig,
         rank: int = 0,
         world_size: int = 1,
-        all_reduce: Callable[[Tensor], Tensor] = _sum_across_ranks,
+        all_reduce: Callable[[Tensor], Tensor] = single_rank_sum,
         autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
         compile_model: Callable[[nn.Module], nn.Module] | None = None,
     ) -> None:
-        if world_size > 1 and all_reduce is _sum_across_ranks:
+        if world_size > 1 and all_reduce is single_rank_sum:
             raise ValueError("TTT on several ranks needs an all_reduce that sums gradients across them")
         self.model = copy.deepcopy(model)
         self.forward = compile_model(self.model) if compile_model is not None else self.model
@@ -261,7 +256,7 @@ def score_ttt(
     store: NgramStoreConfig | None = None,
     device: torch.device | str = "cpu",
     autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-    all_reduce: Callable[[Tensor], Tensor] = _sum_across_ranks,
+    all_reduce: Callable[[Tensor], Tensor] = single_rank_sum,
     record: Recorder | None = None,
     progress: Callable[[int], object] | None = None,
     compile_model: Callable[[nn.Module], nn.Module] | None = None,
