@@ -32,8 +32,8 @@ from golf_lit.data.shards import find_shards, load_shard, load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig
 from golf_lit.eval.scorer import Scorer
-from golf_lit.eval.strategies.sliding import SlidingConfig, Windows, score_sliding, score_windows, sliding_windows
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.eval.strategies.sliding import SlidingConfig, Windows, score_sliding, score_windows, sliding_windows
 from golf_lit.eval.strategies.ttt import TestTimeTrainer, TTTConfig
 from golf_lit.io import atomic_write_json
 from golf_lit.model.gpt import GPT

@@ -10,8 +10,8 @@ import torch
 
 from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval.strategies import sliding
-from golf_lit.eval.strategies.sliding import SlidingConfig, rank_positions, score_sliding, sliding_windows
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.eval.strategies.sliding import SlidingConfig, rank_positions, score_sliding, sliding_windows
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.model.gpt import GPT
 
