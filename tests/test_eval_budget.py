@@ -88,13 +88,14 @@ def test_strategy_after_the_budget_is_refused_and_timings_are_reported(artifact,
                         "--strategy", "roundtrip,sliding,ttt", "--report", str(report)])
     assert cfg.eval_budget_seconds == 600  # the challenge's default
     with pytest.raises(EvalBudgetError, match=r"600 is spent \(700.0s elapsed: data 0.0s, deserialize 0.0s, "
-                                              r"roundtrip 350.0s, sliding_window 350.0s\); refusing to start "
+                                              r"warmup 0.0s, roundtrip 350.0s, sliding_window 350.0s\); refusing to start "
                                               r"ttt_sliding_window"):
         Evaluator(cfg, clock=clock).run()
     got = json.loads(report.read_text())
     assert [r["name"] for r in got["results"]] == ["final_int6_roundtrip", "final_int6_sliding_window"]
     assert [r["seconds"] for r in got["results"]] == [350.0, 350.0]
-    assert got["timings"]["phases"] == {"data": 0.0, "deserialize": 0.0, "roundtrip": 350.0, "sliding_window": 350.0}
+    assert got["timings"]["phases"] == {"data": 0.0, "deserialize": 0.0, "warmup": 0.0, "roundtrip": 350.0,
+                                        "sliding_window": 350.0}
     # a larger budget: everything runs, the total fits, and the timing line says so
     cfg.eval_budget_seconds = 800
     clock.now = 0.0

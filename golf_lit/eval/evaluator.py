@@ -111,8 +111,7 @@ class RankEvaluation:
     def run(self) -> dict[str, Any]:
         """Set up, warm up (when compiling), then run every strategy; returns the report."""
         ctx = self.setup()
-        if self.cfg.compile:
-            self.warmup(ctx)
+        self.warmup(ctx)
         for strategy in self.strategies:
             self.score(strategy, ctx)
         self.write_report()
@@ -165,13 +164,17 @@ class RankEvaluation:
         return self.fabric.all_reduce(t, reduce_op="sum")
 
     def warmup(self, ctx: EvalContext) -> None:
-        """Compile warm-up: every strategy scores a stream of random tokens once (timed as ``warmup``).
+        """Compile warm-up (with ``compile`` only): every strategy scores a stream of random tokens once.
 
         The stream comes from a fixed seed and the model's vocabulary only, so nothing about the validation
-        tokens reaches the compiled code or any state before the timed strategies start.
+        tokens reaches the compiled code or any state before the timed strategies start. Timed as ``warmup``
+        (0 without ``compile``).
         """
-        self.budget.require("the compile warm-up", self._spent())
         t0 = self.budget.clock()
+        if not self.cfg.compile:
+            self.budget.record("warmup", t0)
+            return
+        self.budget.require("the compile warm-up", self._spent())
         gen = torch.Generator().manual_seed(WARMUP_SEED)
         vocab = self.model_config.vocab_size
         for strategy in self.strategies:

@@ -1,5 +1,6 @@
-"""The ttt strategy: score-first test-time training (SPEC §11.3 legal protocol;
-record 2026-03-23_LeakyReLU_LegalTTT_ParallelMuon).
+"""The ttt strategy: score-first test-time training (SPEC §11.3 legal protocol).
+
+Origin: record 2026-03-23_LeakyReLU_LegalTTT_ParallelMuon.
 
 The stream's target positions are cut into chunks of ``chunk_tokens``; each sliding window belongs to the chunk
 holding its first scored position. For chunk c: (1) score its windows under ``torch.inference_mode`` and *add*
