@@ -22,12 +22,15 @@ def check_output_path(path: str | None, option: str) -> None:
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"{option}: {str(p)!r} is a directory; give a file path")
+    existing = next((a for a in p.absolute().parents if a.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{option}: cannot write {str(p)!r}: {str(existing)!r} is a file, not a directory")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=p.parent):
             pass
     except OSError as exc:
-        raise ValueError(f"{option}: cannot write {str(p)!r}: {exc.strerror or exc}") from exc
+        raise ValueError(f"{option}: cannot write {str(p)!r}: {exc.strerror or exc} (in {str(p.parent)!r})") from exc
 
 
 def write_json(path: str, obj: Any, option: str) -> None:
