@@ -32,9 +32,9 @@ from golf_lit.data.shards import find_shards, load_shard, load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig
 from golf_lit.eval.scorer import Scorer
-from golf_lit.eval.sliding import SlidingConfig, Windows, score_sliding, score_windows, sliding_windows
-from golf_lit.eval.standard import evaluate_standard
-from golf_lit.eval.ttt import TestTimeTrainer, TTTConfig
+from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.eval.strategies.sliding import SlidingConfig, Windows, score_sliding, score_windows, sliding_windows
+from golf_lit.eval.strategies.ttt import TestTimeTrainer, TTTConfig
 from golf_lit.io import atomic_write_json
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
@@ -100,7 +100,7 @@ def main() -> None:
     dtype = torch.bfloat16 if args.precision == "bf16" else None
 
     def roundtrip():
-        evaluate_standard(fwd, rt_tokens, luts, sl.seq_len, batch, device, autocast_dtype=dtype)
+        score_roundtrip(fwd, rt_tokens, luts, sl.seq_len, batch, device, autocast_dtype=dtype)
 
     roundtrip()  # warm-up (and compilation) with the timed shapes
     sec = timed(roundtrip, device)
@@ -168,7 +168,7 @@ def main() -> None:
     per_pos = (mix_rest - base_rest) / scored
     if start:
         insert_rate = start / max(mix_first - base_first, 1e-9)
-        store_bytes = sc.store.nbytes / sc.store.frontier
+        store_bytes = sc.store.nbytes / sc.store.num_inserted
     else:
         train_np = np.concatenate([np.asarray(load_shard(f)) for f in find_shards(resolve(SAMPLE_TRAIN_FILES))])
         ins = min(args.insert_tokens, train_np.size - 1)
@@ -222,7 +222,8 @@ def project(rows: list[dict], sl: SlidingConfig, chunk: int, epochs: int) -> dic
 
 def quality(artifact: str, device: torch.device) -> list[dict]:
     """val_bpb of the artifact under each strategy on the bundled sample (via the Evaluator)."""
-    from golf_lit.eval.evaluator import EvalConfig, Evaluator
+    from golf_lit.eval.config import EvalConfig
+    from golf_lit.eval.evaluator import Evaluator
 
     cfg = EvalConfig(artifact=artifact, val_files=SAMPLE_VAL_FILES, tokenizer=SAMPLE_TOKENIZER,
                      strategy="roundtrip,sliding,ttt", ngram=True, accelerator=device.type, progress=False)

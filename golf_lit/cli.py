@@ -12,8 +12,23 @@ USAGE = """usage: golf-lit {fit,validate,eval,export,data} ...
   export     quantize + compress a checkpoint into a challenge artifact
   data       download shards, tokenize documents, train a tokenizer
 
-Run 'golf-lit COMMAND -h' for the options of a command.
+Run 'golf-lit COMMAND -h' for the options of a command. Options are spelled with underscores
+(--val_files); eval and export also accept hyphens (--val-files).
 """
+
+
+def normalize_options(argv: list[str], known: set[str]) -> list[str]:
+    """Rewrite ``--some-option`` / ``--some_option`` (also ``=value`` forms) to the spelling in ``known``."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if arg.startswith("--") and name not in known:
+            for candidate in (name[:2] + name[2:].replace("-", "_"), name[:2] + name[2:].replace("_", "-")):
+                if candidate in known:
+                    arg = candidate + eq + value
+                    break
+        out.append(arg)
+    return out
 
 
 def run_lightning(argv: list[str]) -> int:

@@ -6,17 +6,20 @@ Used by the ``ArtifactExport`` callback after ``fit`` and by ``golf-lit export -
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from golf_lit.cli import normalize_options
 from golf_lit.config import ModelConfig
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.eval.standard import evaluate_standard
+from golf_lit.eval.artifact import provenance
+from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.io import atomic_write_json
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
@@ -28,7 +31,7 @@ ARTIFACT_NAME = "final_model.int6.ptz"
 def _score(model: GPT, val_tokens: torch.Tensor, luts, seq_len: int, batch_seqs: int, device: torch.device):
     t0 = time.perf_counter()
     autocast = torch.bfloat16 if device.type == "cuda" else None
-    sums = evaluate_standard(model, val_tokens, luts, seq_len, batch_seqs, device, autocast_dtype=autocast)
+    sums = score_roundtrip(model, val_tokens, luts, seq_len, batch_seqs, device, autocast_dtype=autocast)
     return sums, time.perf_counter() - t0
 
 
@@ -123,7 +126,8 @@ def export_model(
         per_tensor=summary["per_tensor"],
     )
     atomic_write_json(out / "submission.json", report)
-    atomic_write_json(out / "config.json", {"model": cfg.to_dict(), "quant": quant.to_dict(), **(extra_config or {})})
+    atomic_write_json(out / "config.json", {**provenance(out / ARTIFACT_NAME), "model": cfg.to_dict(),
+                                            "quant": quant.to_dict(), **(extra_config or {})})
     return report
 
 
@@ -154,20 +158,24 @@ def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``golf-lit export --ckpt PATH``: turn a training checkpoint into a scored challenge artifact."""
+    """``golf-lit export --ckpt PATH``: turn a training checkpoint into a scored challenge artifact.
+
+    Options are spelled with underscores like every golf-lit command (``--val_files``); hyphens are accepted.
+    """
     parser = argparse.ArgumentParser(prog="golf-lit export", description=main.__doc__)
     parser.add_argument("--ckpt", required=True, help="Lightning checkpoint written by golf-lit fit (e.g. last.ckpt)")
     parser.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/artifact)")
-    parser.add_argument("--no-ema", action="store_true", help="export the live weights even if EMA weights exist")
-    parser.add_argument("--val-files", default=None, help="validation shards (default: the checkpoint's data config)")
+    parser.add_argument("--no_ema", action="store_true", help="export the live weights even if EMA weights exist")
+    parser.add_argument("--val_files", default=None, help="validation shards (default: the checkpoint's data config)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer model (default: the checkpoint's data config)")
-    parser.add_argument("--val-max-tokens", type=int, default=None, help="score only the first N validation tokens")
-    parser.add_argument("--zstd-levels", type=int, nargs="+", default=None, help="zstd levels, in order")
-    parser.add_argument("--code-bytes", default="auto", help="'auto', a file path, or a number of bytes")
-    parser.add_argument("--gptq-lite", action="store_true", help="per-matrix clip search for int6 (2026-03-22 record)")
-    parser.add_argument("--no-pre-quant-eval", action="store_true", help="skip scoring the unquantized model")
+    parser.add_argument("--val_max_tokens", type=int, default=None, help="score only the first N validation tokens")
+    parser.add_argument("--zstd_levels", type=int, nargs="+", default=None, help="zstd levels, in order")
+    parser.add_argument("--code_bytes", default="auto", help="'auto', a file path, or a number of bytes")
+    parser.add_argument("--gptq_lite", action="store_true", help="per-matrix clip search for int6 (2026-03-22 record)")
+    parser.add_argument("--no_pre_quant_eval", action="store_true", help="skip scoring the unquantized model")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(normalize_options(list(sys.argv[1:] if argv is None else argv),
+                                               set(parser._option_string_actions)))
 
     model, ckpt = load_checkpoint_model(args.ckpt, use_ema=not args.no_ema)
     data_hp = ckpt.get("datamodule_hyper_parameters", {})

@@ -34,3 +34,8 @@ class GolfDDP(DDPStrategy):
             static_graph=static_graph,
             gradient_as_bucket_view=gradient_as_bucket_view,
         )
+
+
+def rank_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous share ``[start, end)`` of ``total`` items for ``rank`` (the seed's split)."""
+    return (total * rank) // world_size, (total * (rank + 1)) // world_size

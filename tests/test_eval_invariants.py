@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from golf_lit.data.tokenizer import ByteLUTs
-from golf_lit.eval import invariants, scorer, sliding, ttt
+from golf_lit.eval import invariants, scorer
 from golf_lit.eval.invariants import InvariantError, ScoreRecorder, prefix_violations
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
-from golf_lit.eval.sliding import SlidingConfig, Windows, score_sliding
-from golf_lit.eval.ttt import TestTimeTrainer, TTTConfig, score_ttt
+from golf_lit.eval.strategies import sliding, ttt
+from golf_lit.eval.strategies.sliding import SlidingConfig, Windows, score_sliding
+from golf_lit.eval.strategies.ttt import TestTimeTrainer, TTTConfig, score_ttt
 from golf_lit.model.gpt import GPT
 
 from .conftest import tiny_config
@@ -106,7 +107,7 @@ def seed_hashed_ngram(store, positions, mixers, dtype=torch.float64, device="cpu
     the candidate (target) inside the hashed key and 16 buckets (SPEC §12.3-12.5)."""
     buckets = 16
     toks = store._tokens
-    seen = np.arange(store.frontier)
+    seen = np.arange(store.horizon)
     ctx_counts = np.bincount(toks[seen] % buckets, minlength=buckets)
     full = np.bincount((toks[seen] * 7 ^ toks[seen + 1] * 13) % buckets, minlength=buckets)
     c = ctx_counts[toks[positions] % buckets][:, None]

@@ -12,7 +12,7 @@ import torch
 from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval.invariants import ScoreRecorder
 from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig, ngram_distributions
-from golf_lit.eval.sliding import SlidingConfig, score_sliding
+from golf_lit.eval.strategies.sliding import SlidingConfig, score_sliding
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.model.gpt import GPT
 
@@ -45,7 +45,7 @@ def test_store_counts_match_brute_force(vocab, orders):
     assert ((max(orders) - 1) * store.vbits > store.ctx_bits) == (vocab == 256)
     for stop in (5, 37, 38, 150, 333):  # several inserts, so runs are merged along the way
         store.advance_to(stop)
-    assert store.frontier == store.seen_upto == 333 and store.num_inserted == 333
+    assert store.horizon == 333 and store.num_inserted == 333
     ref = brute_counts(tokens, 333, orders)
     queries = np.arange(0, 399)
     for n in orders:

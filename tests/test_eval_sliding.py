@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from golf_lit.data.tokenizer import ByteLUTs
-from golf_lit.eval import sliding
-from golf_lit.eval.sliding import SlidingConfig, rank_positions, score_sliding, sliding_windows
-from golf_lit.eval.standard import evaluate_standard
+from golf_lit.eval.strategies import sliding
+from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.eval.strategies.sliding import SlidingConfig, rank_positions, score_sliding, sliding_windows
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.model.gpt import GPT
 
@@ -84,7 +84,7 @@ def test_config_errors_name_the_key():
 def test_stride_equal_to_seq_len_is_the_non_overlapping_eval(model, luts):
     tokens = stream(6 * 16)
     s = score_sliding(model, tokens, luts, SlidingConfig(seq_len=16, stride=16, batch_seqs=4))["model"]
-    ref = evaluate_standard(model, tokens, luts, seq_len=16, batch_seqs=5)
+    ref = score_roundtrip(model, tokens, luts, seq_len=16, batch_seqs=5)
     assert s.token_count == ref.token_count and s.byte_count == ref.byte_count
     assert _rel(s, ref) <= 1e-12
 

@@ -10,8 +10,8 @@ import torch
 
 from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval.scorer import Scorer
-from golf_lit.eval.sliding import SlidingConfig, score_sliding
-from golf_lit.eval.ttt import TestTimeTrainer, TTTConfig, score_ttt
+from golf_lit.eval.strategies.sliding import SlidingConfig, score_sliding
+from golf_lit.eval.strategies.ttt import TestTimeTrainer, TTTConfig, score_ttt
 from golf_lit.model.gpt import GPT
 
 from .conftest import tiny_config
@@ -85,7 +85,7 @@ def test_frozen_blocks_do_not_move(setup):
     cfg = TTTConfig(chunk_tokens=64, freeze_blocks=1, lr=0.1)
     trainer = TestTimeTrainer(model, tokens, Scorer(tokens, luts), cfg, SL)
     trainer.run()
-    assert trainer.trained_upto == 256
+    assert trainer.horizon == 256
     for (name, p), (_, q) in zip(trainer.model.named_parameters(), model.named_parameters()):
         assert torch.equal(p, q) == name.startswith("blocks.0."), name
     with pytest.raises(ValueError, match="ttt.freeze_blocks"):

@@ -14,9 +14,10 @@ import torch
 from golf_lit.config import ModelConfig
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
+from golf_lit.eval.artifact import find_model_config, load_model, provenance
 from golf_lit.eval.cli import main, parse_config
-from golf_lit.eval.evaluator import EvalConfig, find_model_config, load_model
-from golf_lit.eval.standard import evaluate_standard
+from golf_lit.eval.config import EvalConfig
+from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 
@@ -82,7 +83,8 @@ def test_data_defaults_come_from_the_artifacts_config(artifact, tmp_path):
     shutil.copy(artifact, tmp_path / artifact.name)
     data = {"val_files": "sample:fineweb10B_sp1024/fineweb_val_*.bin", "tokenizer_path": "sample:tok.model",
             "train_seq_len": 128}
-    (tmp_path / "config.json").write_text(json.dumps({"model": MODEL.to_dict(), "data": data}))
+    marked = {"model": MODEL.to_dict(), "data": data, **provenance(tmp_path / artifact.name)}  # what export writes
+    (tmp_path / "config.json").write_text(json.dumps(marked))
     cfg = parse_config(["--artifact", str(tmp_path / artifact.name)])
     assert (cfg.val_files, cfg.tokenizer, cfg.sliding.seq_len) == (data["val_files"], "sample:tok.model", 128)
     cfg = parse_config(["--artifact", str(tmp_path / artifact.name), "--sliding.seq_len", "64", "--tokenizer", "t"])
@@ -98,8 +100,8 @@ def test_eval_on_the_bundled_sample_writes_the_report_and_record_lines(artifact,
     assert main(argv) == 0
     out = capsys.readouterr().out
     data = json.loads(report.read_text())
-    assert set(data) == {"artifact", "artifact_bytes", "model", "val_files", "tokenizer", "num_targets",
-                         "world_size", "device", "precision", "results"}
+    assert set(data) == {"artifact", "artifact_bytes", "model", "val_files", "tokenizer", "data", "num_targets",
+                         "world_size", "device", "precision", "timings", "results"}
     assert data["num_targets"] == 1200 and data["world_size"] == 1 and data["model"] == MODEL.to_dict()
     assert data["artifact_bytes"] == artifact.stat().st_size
     names = [r["name"] for r in data["results"]]
@@ -121,7 +123,7 @@ def test_eval_on_the_bundled_sample_writes_the_report_and_record_lines(artifact,
     # The roundtrip number is the non-overlapping eval of the dequantized model.
     tokens = load_validation_tokens(resolve(SAMPLE_VAL_FILES), 128)[:1201]
     luts = build_byte_luts(load_tokenizer(resolve(SAMPLE_TOKENIZER)), 1024)
-    ref = evaluate_standard(load_model(artifact, MODEL), tokens, luts, 128)
+    ref = score_roundtrip(load_model(artifact, MODEL), tokens, luts, 128)
     assert by["final_int6_roundtrip"]["val_bpb"] == pytest.approx(ref.val_bpb, rel=1e-12)
 
 

@@ -18,7 +18,7 @@ from golf_lit.data.shards import load_shard, load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.data.vocab import check_tokenizer_matches
-from golf_lit.eval.standard import evaluate_standard
+from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.model.gpt import GPT
 from golf_lit.quant import QuantConfig, export_artifact, load_artifact_state_dict
 from tests.conftest import TRAIN_DOCS, VAL_DOCS
@@ -74,7 +74,7 @@ def test_vocab_size_end_to_end(corpus, vocab_size):
     model = GPT(cfg)
     val = load_validation_tokens(str(out / "fineweb_val_*.bin"), 64)
     assert int(model.bigram.buckets(val[None, :-1]).max()) < vocab_size
-    sums = evaluate_standard(model, val, luts, seq_len=64, batch_seqs=8)
+    sums = score_roundtrip(model, val, luts, seq_len=64, batch_seqs=8)
     assert sums.val_loss == pytest.approx(np.log(vocab_size), rel=0.05)  # untrained: near uniform
     assert sums.byte_count == int(luts.token_bytes(val[:-1], val[1:]).sum())
 
@@ -83,5 +83,5 @@ def test_vocab_size_end_to_end(corpus, vocab_size):
     assert formats["tok_emb.weight"] == ("int8" if vocab_size * 32 > 65_536 else "fp16")
     fresh = GPT(cfg)
     fresh.load_state_dict(load_artifact_state_dict(tmp / f"a{vocab_size}.ptz", fresh.state_dict()), strict=True)
-    again = evaluate_standard(fresh, val, luts, seq_len=64, batch_seqs=8)
+    again = score_roundtrip(fresh, val, luts, seq_len=64, batch_seqs=8)
     assert again.val_bpb == pytest.approx(sums.val_bpb, rel=0.02)

@@ -1,4 +1,4 @@
-"""``golf-lit eval``: score an artifact with roundtrip / sliding / score-first TTT and the n-gram mixer.
+"""``golf-lit eval``: score an artifact with its strategies (roundtrip, sliding, ttt; n-gram mixer on top).
 
 Examples::
 
@@ -8,8 +8,10 @@ Examples::
 
 Model config precedence: ``--model.*`` flags / YAML ``model:`` > ``--model_config`` file > ``config.json`` or
 ``config.yaml`` beside the artifact > ModelConfig defaults. ``val_files``, ``tokenizer`` and ``sliding.seq_len``
-default to the data the artifact was trained on when export recorded it in ``config.json`` (key ``data``),
-else to the challenge paths and 2048.
+not given as flags are the challenge's (``./data/...`` relative to the working directory, 2048), unless the
+config.json beside the artifact records them (key ``data``) and either golf-lit's export wrote it for exactly
+this artifact (its mark and sha256 match) or ``--data_from_artifact true`` is given. Options are spelled with
+underscores (``--val_files``); hyphens (``--val-files``) are accepted too.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ import warnings
 from dataclasses import fields
 from typing import Any
 
+from golf_lit.cli import normalize_options
 from golf_lit.config import ModelConfig
-from golf_lit.eval.evaluator import EvalConfig, Evaluator, artifact_data_defaults, find_model_config
+from golf_lit.eval.artifact import artifact_data_defaults, find_model_config
+from golf_lit.eval.budget import EvalBudgetError
+from golf_lit.eval.config import EvalConfig
+from golf_lit.eval.evaluator import Evaluator
 
 
 def build_parser():
@@ -30,28 +36,40 @@ def build_parser():
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog="golf-lit eval", description=__doc__.split("\n\n")[0], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
-    parser.add_class_arguments(EvalConfig, None, skip={"model"})
+    parser.add_class_arguments(EvalConfig, None, skip={"model", "data_origin"})
     parser.add_class_arguments(ModelConfig, "model")
     return parser
 
 
 def parse_config(argv: list[str]) -> EvalConfig:
-    """Parse ``argv`` into an EvalConfig, resolving the model config as described in the module docstring."""
+    """Parse ``argv`` into an EvalConfig, resolving the model config and data as described in the module docstring."""
     from jsonargparse import ArgumentError
 
     parser = build_parser()
+    argv = normalize_options(argv, set(parser._option_string_actions))
+    defaults = {dest: parser.get_defaults()[dest] for dest in ("val_files", "tokenizer", "sliding.seq_len")}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             first = parser.parse_args(argv)
             base = find_model_config(first.artifact, first.model_config)
             parser.set_defaults({f"model.{f.name}": getattr(base, f.name) for f in fields(ModelConfig)})
-            parser.set_defaults(artifact_data_defaults(first.artifact))  # data the artifact was trained with
+            recorded, why = artifact_data_defaults(first.artifact, trust=first.data_from_artifact)
+            origin: dict[str, str] = {}
+            for dest, default in defaults.items():
+                if first[dest] != default:
+                    origin[dest] = "flag"
+                elif dest in recorded:
+                    origin[dest] = "artifact"
+                else:
+                    origin[dest] = "default"
+            origin["note"] = why
+            parser.set_defaults(recorded)
             init = parser.instantiate_classes(parser.parse_args(argv))
     except ArgumentError as exc:
         raise ValueError(str(exc)) from exc
     kwargs: dict[str, Any] = {f.name: init.get(f.name) for f in fields(EvalConfig) if f.name in init}
-    return EvalConfig(**kwargs)
+    return EvalConfig(**kwargs, data_origin=origin)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,14 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments; default ``sys.argv[1:]``.
 
     Returns:
-        Process exit status (0 on success).
+        Process exit status: 0 on success, 2 when a phase was refused because the budget was spent.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         build_parser().print_help()
         return 0
     cfg = parse_config(argv)
-    Evaluator(cfg).run()
+    try:
+        Evaluator(cfg).run()
+    except EvalBudgetError as exc:
+        print(f"golf-lit eval: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -164,10 +164,10 @@ class NgramStore:
     """Exact (context, next-token) counts for several orders, filled strictly in stream order.
 
     Positions are target indices: position j predicts ``tokens[j + 1]`` and its order-n context is
-    ``tokens[j - n + 2 : j + 1]``. The store holds exactly the targets in ``[start, frontier)``.
+    ``tokens[j - n + 2 : j + 1]``. The store holds exactly the targets in ``[start, horizon)``.
 
     Args:
-        tokens: The whole token stream (1-D integer array); only ``tokens[: frontier + 1]`` is ever read.
+        tokens: The whole token stream (1-D integer array); only ``tokens[: horizon + 1]`` is ever read.
         vocab_size: Number of token ids (all ids must be below it).
         orders: Orders to count.
     """
@@ -181,10 +181,11 @@ class NgramStore:
         if not self.orders or self.orders[0] < 1:
             raise ValueError(f"n-gram orders must be >= 1, got {self.orders}")
         self._runs: dict[int, list[_Run]] = {n: [] for n in self.orders}
-        self.frontier = 0
-        """Next target index to insert; the store holds targets [start, frontier)."""
-        self.seen_upto = 0
-        """One past the largest target index ever inserted (0 if none): what invariant 3 checks."""
+        self.start = 0
+        """First target index the store counts (:meth:`skip_to` moves it)."""
+        self.horizon = 0
+        """One past the last target index the store has seen (0 if none): it holds the targets in
+        ``[start, horizon)``; what invariant 3 checks."""
         self.num_inserted = 0
 
     @property
@@ -205,18 +206,21 @@ class NgramStore:
         """Start an empty store at ``position`` (targets before it are never counted)."""
         if self.num_inserted:
             raise RuntimeError("NgramStore.skip_to is only allowed before the first insert")
-        self.frontier = int(position)
+        self.start = int(position)
 
     def advance_to(self, position: int) -> None:
-        """Insert every target in ``[frontier, position)``; the caller guarantees they are already scored."""
+        """Insert every target from ``max(start, horizon)`` up to ``position`` (the caller guarantees they are
+        already scored)."""
         position = int(position)
-        if position < self.frontier:
-            raise ValueError(f"cannot advance the n-gram store back from {self.frontier} to {position}")
+        begin = max(self.start, self.horizon)
+        if position < begin:
+            raise ValueError(f"cannot advance the n-gram store back from {begin} to {position}")
         if position > self.num_targets:
             raise ValueError(f"position {position} is past the stream's {self.num_targets} targets")
-        for s in range(self.frontier, position, _INSERT_BLOCK):
+        for s in range(begin, position, _INSERT_BLOCK):
             self._insert(np.arange(s, min(s + _INSERT_BLOCK, position), dtype=np.int64))
-        self.frontier = position
+        if position > begin:
+            self.horizon = position
 
     def context_keys(self, positions: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
         """63-bit context keys of ``positions`` at ``order``; mask of positions whose context is in the stream."""
@@ -228,15 +232,20 @@ class NgramStore:
         if w * self.vbits <= self.ctx_bits:  # exact: tokens packed side by side
             key = np.zeros(positions.size, dtype=np.int64)
             for k in range(w):
-                key |= self._tokens[idx - k] << (self.vbits * k)
+                key |= self._context_token(idx - k) << (self.vbits * k)
             return key, valid
         h = np.zeros(positions.size, dtype=np.uint64)  # hashed: contexts may merge (coarser, still valid)
         for k in range(w):
-            h = (h ^ self._tokens[idx - k].astype(np.uint64)) * _HASH_MULT
+            h = (h ^ self._context_token(idx - k).astype(np.uint64)) * _HASH_MULT
         h ^= h >> np.uint64(31)
         h *= _MIX_MULT
         h ^= h >> np.uint64(29)
         return (h >> np.uint64(64 - self.ctx_bits)).astype(np.int64), valid
+
+    def _context_token(self, index: np.ndarray) -> np.ndarray:
+        """``tokens[index]``, clipped into the stream: indices past a short stream's end only occur for
+        positions whose context is masked out as invalid."""
+        return np.take(self._tokens, index, mode="clip")
 
     def _insert(self, positions: np.ndarray) -> None:
         if positions.size == 0:
@@ -256,7 +265,6 @@ class NgramStore:
                 b, a = runs.pop(), runs.pop()
                 runs.append(_merge(a, b, self.vbits))
         self.num_inserted += positions.size
-        self.seen_upto = max(self.seen_upto, int(positions.max()) + 1)
 
     def lookup(self, positions: np.ndarray, order: int) -> Lookup:
         """Context totals of ``positions`` at ``order`` (and where their pairs are, for :meth:`rows`)."""

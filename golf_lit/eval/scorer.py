@@ -63,8 +63,8 @@ class Scorer:
         self.store: NgramStore | None = None
         self.record = record
         self.progress = progress
-        self.model_horizon = 0
-        """One past the last target index the model's weights were trained on (set by TTT)."""
+        self.horizon = 0
+        """One past the last target index the model's weights were trained on (0 = none; set by TTT)."""
         self.last_scored = -1
         self._sums = {name: torch.zeros(3, dtype=torch.float64, device=self.device) for name in [MODEL, *names]}
 
@@ -91,14 +91,14 @@ class Scorer:
         if last >= self.num_targets or int(positions[0]) < 0:
             raise IndexError(f"positions {int(positions[0])}..{last} outside the stream's {self.num_targets} targets")
         invariants.require_increasing(positions, self.last_scored)
-        invariants.require_unseen(positions, self.model_horizon, "model (test-time training)")
+        invariants.require_unseen(positions, self.horizon, "model (test-time training)")
         targets = self.tokens[positions + 1]
         nbytes = self.luts.token_bytes(self.tokens[positions], targets).to(torch.float64)
         logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
         nll = -logp.gather(1, targets[:, None])[:, 0]
         self._add(MODEL, nll, nbytes)
         if self.record is not None:
-            self.record(MODEL, positions, torch.exp(-nll), logp.exp(), targets, self.model_horizon)
+            self.record(MODEL, positions, torch.exp(-nll), logp.exp(), targets, self.horizon)
         if self.mixers:
             self._score_mixers(positions, logits, targets, nbytes)
         self.last_scored = last
@@ -130,8 +130,8 @@ class Scorer:
         cuts = [0, *(np.flatnonzero(np.diff(block)) + 1).tolist(), pos_np.size]
         for a, b in zip(cuts[:-1], cuts[1:]):
             store = self._prepare_store(int(block[a]) * self.store_config.update_tokens, logits.size(-1))
-            invariants.require_unseen(pos_np[a:b], store.seen_upto, "n-gram store")
-            horizon = max(self.model_horizon, store.seen_upto)
+            invariants.require_unseen(pos_np[a:b], store.horizon, "n-gram store")
+            horizon = max(self.horizon, store.horizon)
             dists = ngram_distributions(store, pos_np[a:b], self.mixers, p_model.dtype, p_model.device)
             seg_targets = targets[a:b]
             for mixer, (p_ng, matched) in zip(self.mixers, dists):

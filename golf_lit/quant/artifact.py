@@ -49,6 +49,8 @@ SCORER_SOURCES = (
     "data/shards.py",
     "data/tokenizer.py",
     "eval/*.py",
+    "eval/strategies/*.py",
+    "parallelism.py",
 )
 """Files (globs relative to the golf_lit package) a scorer needs to rebuild the model from the artifact and
 evaluate it; their UTF-8 bytes are the default code bytes."""

@@ -1,4 +1,4 @@
-"""Sliding-window evaluation (SPEC §10.2; record 2026-03-19_SlidingWindowEval) that scores every token once.
+"""The sliding strategy (SPEC §10.2; record 2026-03-19_SlidingWindowEval): windows that score every token once.
 
 Windows start at 0, stride, 2*stride, ... and span ``seq_len`` inputs (cut at the end of the stream). The first
 window scores all of its positions; every later window scores only positions that no earlier window scored,
@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -20,8 +21,12 @@ from torch import Tensor, nn
 from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
 from golf_lit.eval.scorer import Recorder, Scorer
-from golf_lit.eval.standard import rank_range
+from golf_lit.eval.strategies.base import EvalContext, Strategy
 from golf_lit.eval.sums import ScoreSums
+from golf_lit.parallelism import rank_range
+
+if TYPE_CHECKING:
+    from golf_lit.eval.config import EvalConfig
 
 PAD_ID = 0
 """Input id placed after the end of a short window; causality keeps it out of every scored position."""
@@ -169,3 +174,31 @@ def rank_positions(num_targets: int, cfg: SlidingConfig, rank: int, world_size: 
     windows = sliding_windows(num_targets, cfg.seq_len, cfg.stride)
     w0, w1 = rank_range(len(windows), rank, world_size)
     return int((windows.end[w0:w1] - windows.score_from[w0:w1]).sum())
+
+
+class Sliding(Strategy):
+    """``--strategy sliding``: the windows of ``cfg.sliding``, with the n-gram mixers when ``--ngram true``."""
+
+    name = "sliding"
+    supports_ngram = True
+    label = "sliding_window"
+
+    def __init__(self, cfg: EvalConfig) -> None:
+        self.cfg = cfg.sliding
+
+    def rank_targets(self, num_targets: int, rank: int, world_size: int) -> int:
+        return rank_positions(num_targets, self.cfg, rank, world_size)
+
+    def warmup_targets(self, world_size: int) -> int:
+        return self.cfg.seq_len + (world_size * self.cfg.batch_seqs - 1) * self.cfg.stride
+
+    def score(self, ctx: EvalContext) -> dict[str, ScoreSums]:
+        return score_sliding(ctx.forward, ctx.tokens, ctx.luts, self.cfg, ctx.rank, ctx.world_size,
+                             mixers=ctx.mixers, store=ctx.store, device=ctx.device, autocast=ctx.autocast,
+                             progress=ctx.progress)
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self.cfg)
+
+    def line_extra(self) -> str:
+        return f" stride:{self.cfg.stride}"

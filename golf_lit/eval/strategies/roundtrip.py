@@ -1,24 +1,30 @@
-"""Non-overlapping evaluation (SPEC §10.1): consecutive seq_len windows, split contiguously across ranks."""
+"""The roundtrip strategy: consecutive non-overlapping ``seq_len`` sequences, split contiguously across ranks.
+
+This is the record's ``final_int6_roundtrip`` evaluation (docs/record-stack.md §10.1): each sequence is scored
+from its own start, so early positions of a sequence see little context. Only whole sequences are scored.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from golf_lit.data.tokenizer import ByteLUTs
+from golf_lit.eval.scorer import MODEL
+from golf_lit.eval.strategies.base import EvalContext, Strategy
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.losses import token_nll
+from golf_lit.parallelism import rank_range
 
-
-def rank_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Contiguous share ``[start, end)`` of ``total`` items for ``rank`` (the seed's split)."""
-    return (total * rank) // world_size, (total * (rank + 1)) // world_size
+if TYPE_CHECKING:
+    from golf_lit.eval.config import EvalConfig
 
 
 @torch.inference_mode()
-def evaluate_standard(
+def score_roundtrip(
     model: nn.Module,
     val_tokens: Tensor,
     luts: ByteLUTs,
@@ -68,3 +74,37 @@ def evaluate_standard(
     finally:
         model.train(was_training)
     return ScoreSums(float(nll_sum), float((end - start) * seq_len), float(byte_sum))
+
+
+class Roundtrip(Strategy):
+    """``--strategy roundtrip``: whole ``sliding.seq_len`` sequences, ``roundtrip_batch_seqs`` per forward."""
+
+    name = "roundtrip"
+    label = "roundtrip"
+
+    def __init__(self, cfg: EvalConfig) -> None:
+        self.seq_len = cfg.sliding.seq_len
+        self.batch_seqs = cfg.roundtrip_batch_seqs
+
+    def check(self, num_targets: int) -> None:
+        if num_targets < self.seq_len:
+            raise ValueError(
+                f"max_tokens: roundtrip scores whole sequences of sliding.seq_len={self.seq_len} tokens, but the "
+                f"stream has only {num_targets} positions; raise --max_tokens or lower --sliding.seq_len"
+            )
+
+    def expected_targets(self, num_targets: int) -> int:
+        return (num_targets // self.seq_len) * self.seq_len
+
+    def warmup_targets(self, world_size: int) -> int:
+        return world_size * self.batch_seqs * self.seq_len
+
+    def score(self, ctx: EvalContext) -> dict[str, ScoreSums]:
+        sums = score_roundtrip(ctx.forward, ctx.tokens, ctx.luts, self.seq_len, self.batch_seqs, ctx.device,
+                               ctx.rank, ctx.world_size, ctx.autocast_dtype)
+        if ctx.progress is not None:
+            ctx.progress(int(sums.token_count))
+        return {MODEL: sums}
+
+    def settings(self) -> dict[str, Any]:
+        return {"seq_len": self.seq_len}

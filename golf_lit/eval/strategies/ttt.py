@@ -1,4 +1,6 @@
-"""Score-first test-time training (SPEC §11.3 legal protocol; record 2026-03-23_LeakyReLU_LegalTTT_ParallelMuon).
+"""The ttt strategy: score-first test-time training (SPEC §11.3 legal protocol).
+
+Origin: record 2026-03-23_LeakyReLU_LegalTTT_ParallelMuon.
 
 The stream's target positions are cut into chunks of ``chunk_tokens``; each sliding window belongs to the chunk
 holding its first scored position. For chunk c: (1) score its windows under ``torch.inference_mode`` and *add*
@@ -18,7 +20,8 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +31,13 @@ from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval import invariants
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
 from golf_lit.eval.scorer import Recorder, Scorer
-from golf_lit.eval.sliding import PAD_ID, SlidingConfig, Windows, score_windows, sliding_windows
-from golf_lit.eval.standard import rank_range
+from golf_lit.eval.strategies.base import EvalContext, Strategy, single_rank_sum
+from golf_lit.eval.strategies.sliding import PAD_ID, SlidingConfig, Windows, score_windows, sliding_windows
 from golf_lit.eval.sums import ScoreSums
+from golf_lit.parallelism import rank_range
+
+if TYPE_CHECKING:
+    from golf_lit.eval.config import EvalConfig
 
 OPTIMIZERS = ("sgd", "adamw")
 IGNORE = -100
@@ -93,18 +100,13 @@ class TTTConfig:
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * chunk / (num_chunks - 1)))
 
 
-def _sum_across_ranks(t: Tensor) -> Tensor:
-    """The all-reduce of a single process: the identity."""
-    return t
-
-
 class TestTimeTrainer:
     """Runs the score-first protocol over one stream; :meth:`run` is the whole protocol.
 
     Args:
         model: The model to adapt (a deep copy is taken; the argument is never modified).
         tokens: 1-D token stream (N + 1 tokens).
-        scorer: Receives every scored position (its ``model_horizon`` is kept up to date).
+        scorer: Receives every scored position (its ``horizon`` is kept up to date).
         cfg: TTT settings.
         sliding: Window length / stride / scoring batch size.
         rank: This process's rank.
@@ -125,11 +127,11 @@ class TestTimeTrainer:
         sliding: SlidingConfig,
         rank: int = 0,
         world_size: int = 1,
-        all_reduce: Callable[[Tensor], Tensor] = _sum_across_ranks,
+        all_reduce: Callable[[Tensor], Tensor] = single_rank_sum,
         autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
         compile_model: Callable[[nn.Module], nn.Module] | None = None,
     ) -> None:
-        if world_size > 1 and all_reduce is _sum_across_ranks:
+        if world_size > 1 and all_reduce is single_rank_sum:
             raise ValueError("TTT on several ranks needs an all_reduce that sums gradients across them")
         self.model = copy.deepcopy(model)
         self.forward = compile_model(self.model) if compile_model is not None else self.model
@@ -145,8 +147,8 @@ class TestTimeTrainer:
         self.num_chunks = -(-self.num_targets // cfg.chunk_tokens)
         chunk_of = self.windows.score_from // cfg.chunk_tokens  # chunk holding each window's first scored position
         self.chunk_bounds = torch.searchsorted(chunk_of, torch.arange(self.num_chunks + 1)).tolist()
-        self.trained_upto = 0
-        """One past the largest target index any training step has used."""
+        self.horizon = 0
+        """One past the largest target index any training step has used (0 before the first)."""
         blocks = getattr(self.model, "blocks", None)
         if cfg.freeze_blocks and (blocks is None or cfg.freeze_blocks > len(blocks)):
             raise ValueError(f"ttt.freeze_blocks={cfg.freeze_blocks} exceeds the model's {len(blocks or [])} blocks")
@@ -175,7 +177,7 @@ class TestTimeTrainer:
         r0, r1 = rank_range(w1 - w0, self.rank, self.world_size)
         sel = slice(w0 + r0, w0 + r1)
         mine = Windows(self.windows.start[sel], self.windows.score_from[sel], self.windows.end[sel])
-        self.scorer.model_horizon = self.trained_upto
+        self.scorer.horizon = self.horizon
         self.model.eval()
         score_windows(self.forward, self.tokens, mine, self.scorer, self.sliding.seq_len, self.sliding.batch_seqs,
                       self.autocast)
@@ -209,7 +211,7 @@ class TestTimeTrainer:
         for _ in range(self.cfg.epochs):
             for k in range(steps):
                 self._step(seqs[s0 + k * b : min(s0 + (k + 1) * b, s1)], step_targets[k])
-        self.trained_upto = max(self.trained_upto, int(seqs[:, 1].max()))
+        self.horizon = max(self.horizon, int(seqs[:, 1].max()))
 
     def _step(self, batch: Tensor, n_global: int) -> None:
         self.optimizer.zero_grad(set_to_none=False)
@@ -256,7 +258,7 @@ def score_ttt(
     store: NgramStoreConfig | None = None,
     device: torch.device | str = "cpu",
     autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-    all_reduce: Callable[[Tensor], Tensor] = _sum_across_ranks,
+    all_reduce: Callable[[Tensor], Tensor] = single_rank_sum,
     record: Recorder | None = None,
     progress: Callable[[int], object] | None = None,
     compile_model: Callable[[nn.Module], nn.Module] | None = None,
@@ -287,3 +289,34 @@ def score_ttt(
     scorer = Scorer(tokens, luts, device, mixers=mixers, store=store, record=record, progress=progress)
     TestTimeTrainer(model, tokens, scorer, cfg, sliding, rank, world_size, all_reduce, autocast, compile_model).run()
     return scorer.sums()
+
+
+class TestTimeTraining(Strategy):
+    """``--strategy ttt``: one run per setting of ``ttt_sweep`` (else ``ttt``), each from the pristine artifact."""
+
+    __test__ = False  # not a pytest class
+    name = "ttt"
+    supports_ngram = True
+
+    def __init__(self, cfg: EvalConfig, ttt: TTTConfig) -> None:
+        self.cfg = ttt
+        self.sliding = cfg.sliding
+        self.label = f"{ttt.name}_sliding_window"
+
+    @classmethod
+    def from_config(cls, cfg: EvalConfig) -> list[Strategy]:
+        return [cls(cfg, t) for t in cfg.ttt_runs]
+
+    def warmup_targets(self, world_size: int) -> int:
+        return self.cfg.chunk_tokens + self.sliding.seq_len  # two chunks: one scored and trained, one scored
+
+    def score(self, ctx: EvalContext) -> dict[str, ScoreSums]:
+        return score_ttt(ctx.model, ctx.tokens, ctx.luts, self.cfg, ctx.rank, ctx.world_size, sliding=self.sliding,
+                         mixers=ctx.mixers, store=ctx.store, device=ctx.device, autocast=ctx.autocast,
+                         all_reduce=ctx.all_reduce, progress=ctx.progress, compile_model=ctx.compile_fn)
+
+    def settings(self) -> dict[str, Any]:
+        return {**asdict(self.sliding), "ttt": asdict(self.cfg)}
+
+    def line_extra(self) -> str:
+        return f" stride:{self.sliding.stride} chunk:{self.cfg.chunk_tokens}"

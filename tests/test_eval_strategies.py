@@ -1,0 +1,111 @@
+"""The strategy interface: the registry drives the CLI, a strategy dropped in with one registry line runs through
+the evaluator like the built-in ones, mixers reach only strategies that support them, and the evaluator stops a
+strategy that does not score every position exactly once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from golf_lit.config import ModelConfig
+from golf_lit.eval.cli import parse_config
+from golf_lit.eval.config import EvalConfig
+from golf_lit.eval.evaluator import Evaluator, build_strategies
+from golf_lit.eval.scorer import MODEL
+from golf_lit.eval.strategies import REGISTRY, EvalContext, Strategy
+from golf_lit.eval.strategies.roundtrip import Roundtrip
+from golf_lit.eval.strategies.sliding import Sliding
+from golf_lit.eval.strategies.ttt import TTTConfig
+from golf_lit.eval.sums import ScoreSums
+from golf_lit.export import ARTIFACT_NAME
+from golf_lit.model.gpt import GPT
+from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
+from golf_lit.quant.artifact import export_artifact
+
+MODEL_CFG = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,
+                        bigram_vocab_size=0)
+ARGS = ["--val_files", SAMPLE_VAL_FILES, "--tokenizer", SAMPLE_TOKENIZER, "--accelerator", "cpu", "--num_threads",
+        "1", "--progress", "false", "--sliding.seq_len", "64", "--sliding.stride", "32", "--max_tokens", "300"]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("strategies")
+    torch.manual_seed(0)
+    export_artifact(GPT(MODEL_CFG).state_dict(), folder / ARTIFACT_NAME, code_bytes=0)
+    (folder / "config.json").write_text(json.dumps({"model": MODEL_CFG.to_dict()}))
+    return folder / ARTIFACT_NAME
+
+
+def test_registry_names_are_the_cli_strategies():
+    assert list(REGISTRY) == ["roundtrip", "sliding", "ttt"]
+    assert all(cls.name == name for name, cls in REGISTRY.items())
+    runs = build_strategies(EvalConfig(artifact="a", strategy="roundtrip,ttt",
+                                       ttt_sweep=[TTTConfig(name="t1"), TTTConfig(name="t2")]))
+    assert [r.label for r in runs] == ["roundtrip", "t1_sliding_window", "t2_sliding_window"]
+    with pytest.raises(ValueError, match="strategy: unknown strategy 'beam'; choose from roundtrip, sliding, ttt"):
+        EvalConfig(artifact="a", strategy="beam")
+
+
+class SlidingCopy(Sliding):
+    """A new strategy dropped in: sliding scoring under another name; it records what the evaluator gave it."""
+
+    name = "sliding_copy"
+    label = "sliding_copy"
+    seen_mixers: list = []
+
+    def score(self, ctx: EvalContext) -> dict[str, ScoreSums]:
+        type(self).seen_mixers.append(len(ctx.mixers))
+        return super().score(ctx)
+
+
+class NoMixers(Roundtrip):
+    """A strategy without n-gram support must not receive mixers."""
+
+    name = "roundtrip_copy"
+    label = "roundtrip_copy"
+
+    def score(self, ctx: EvalContext) -> dict[str, ScoreSums]:
+        assert not ctx.mixers
+        return super().score(ctx)
+
+
+def test_a_new_strategy_is_one_registry_line(artifact, monkeypatch):
+    monkeypatch.setitem(REGISTRY, SlidingCopy.name, SlidingCopy)
+    monkeypatch.setitem(REGISTRY, NoMixers.name, NoMixers)
+    cfg = parse_config(["--artifact", str(artifact), *ARGS, "--ngram", "true",
+                        "--strategy", "sliding,sliding_copy,roundtrip,roundtrip_copy"])
+    out = Evaluator(cfg).run()
+    by = {r["name"]: r for r in out["results"]}
+    assert SlidingCopy.seen_mixers == [1]
+    assert by["final_int6_sliding_copy"]["val_bpb"] == by["final_int6_sliding_window"]["val_bpb"]
+    assert by["final_int6_sliding_copy_ngram"]["val_bpb"] == by["final_int6_sliding_window_ngram"]["val_bpb"]
+    assert by["final_int6_roundtrip_copy"]["val_bpb"] == by["final_int6_roundtrip"]["val_bpb"]
+    assert by["final_int6_sliding_copy"]["strategy"] == "sliding_copy"
+
+
+class DoubleCount(Strategy):
+    """Broken: scores the stream twice (as the seed's tail windows re-score the end)."""
+
+    name = "double"
+    label = "double"
+
+    def __init__(self, cfg: EvalConfig) -> None:
+        self.inner = Sliding(cfg)
+
+    def score(self, ctx: EvalContext) -> dict[str, ScoreSums]:
+        once = self.inner.score(ctx)[MODEL]
+        return {MODEL: once + once}
+
+    def settings(self) -> dict:
+        return {}
+
+
+def test_a_strategy_that_miscounts_is_stopped(artifact, monkeypatch):
+    monkeypatch.setitem(REGISTRY, DoubleCount.name, DoubleCount)
+    cfg = parse_config(["--artifact", str(artifact), *ARGS, "--strategy", "double"])
+    with pytest.raises(RuntimeError, match="final_int6_double: scored 600 positions but the stream has 300"):
+        Evaluator(cfg).run()
