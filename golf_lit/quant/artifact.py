@@ -40,6 +40,7 @@ SCORER_SOURCES = (
     "cli.py",
     "paths.py",
     "config.py",
+    "bpb.py",
     "io.py",
     "losses.py",
     "metrics.py",
