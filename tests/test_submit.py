@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,12 @@ from golf_lit.cli import main
 from golf_lit.runs import Run, config_difference, load_run
 from golf_lit.seeds import baseline_values, seed_config
 from golf_lit.stats import improvement_test, mean, nats_per_token_to_bpb, std
+from golf_lit.pack.build import PACKED_NAME
+from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+from golf_lit.quant import count_code_bytes
 from golf_lit.submit import training_overrun
+
+from .isolated import make_site, run_isolated
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2, 3)
@@ -105,7 +111,7 @@ def test_baseline_values_from_numbers_and_files(tmp_path):
 def seeds_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("seeds")
     cmd = [sys.executable, "-m", "golf_lit", "seeds", "--config", str(ROOT / "configs" / "smoke.yaml"),
-           "--seeds", *map(str, SEEDS), "--out", str(out), "--fixed-steps", "2",
+           "--seeds", *map(str, SEEDS), "--out", str(out), "--fixed-steps", "2", "--code", "packed",
            "--eval-args", "--strategy roundtrip --progress false --max_tokens 2048",
            "--baseline", *map(str, BASELINE),
            "--data.val_max_tokens", "1024", "--trainer.val_check_interval", "2",
@@ -164,7 +170,8 @@ def test_submit_writes_a_complete_folder(seeds_dir, tmp_path, capsys):
     assert sub["summary"]["test"]["p_value"] == seeds_json["summary"]["test"]["p_value"]
     # bytes_code is counted from the exact files shipped, bytes_model from the shipped artifacts
     shipped = sum((out / f["path"]).stat().st_size for f in sub["code_files"])
-    assert sub["code_convention"] == "package_source" and sub["bytes_code"] == shipped > 10_000
+    assert sub["code_convention"] == "packed" and sub["code_files"] == [{"path": PACKED_NAME, "bytes": shipped}]
+    assert 5_000 < shipped < 40_000
     for row in sub["per_seed"]:
         art = out / f"final_model_seed{row['seed']}.int6.ptz"
         assert row["bytes_model"] == art.stat().st_size and row["bytes_total"] == row["bytes_model"] + shipped
@@ -182,6 +189,14 @@ def test_submit_writes_a_complete_folder(seeds_dir, tmp_path, capsys):
     assert f"| 1 | {sub['per_seed'][0]['val_bpb']:.8f} |" in readme and "Welch" in readme
     assert sorted(sub["files"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary folder left behind
+    # the shipped packed file alone scores a shipped artifact exactly as golf-lit eval did
+    site = make_site(tmp_path / "site")
+    res = run_isolated(site, [PACKED_NAME, "--artifact", "final_model_seed3.int6.ptz", "--val-files",
+                              resolve(SAMPLE_VAL_FILES), "--tokenizer", resolve(SAMPLE_TOKENIZER),
+                              "--val-max-tokens", "2048", "--device", "cpu"], cwd=out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    bpb = float(re.search(r"_exact val_loss:\S+ val_bpb:(\S+)", res.stdout).group(1))
+    assert bpb == pytest.approx(sub["per_seed"][2]["val_bpb"], rel=1e-12, abs=0)
     # an existing folder is not replaced unless asked
     code, cap = _submit(capsys, *runs, "--out", out)
     assert code == 2 and "already exists" in cap.err
@@ -234,3 +249,33 @@ def test_submit_refuses(seeds_dir, tmp_path, capsys, breaker):
     lines = cap.err.strip().splitlines()
     assert len(lines) == 1 and f"run {bad}" in lines[0] and reason in lines[0], cap.err
     assert not out.exists() and not list((tmp_path / "records").glob("*"))  # nothing half-written
+
+
+def _as_package_source(run: Path, code) -> None:
+    rep = json.loads((run / "artifact" / "submission.json").read_text())
+    rep.update(code_convention="package_source", bytes_code=code.total,
+               code_files=[{"path": p, "bytes": n} for p, n in code.files])
+    (run / "artifact" / "submission.json").write_text(json.dumps(rep))
+
+
+@pytest.mark.slow
+def test_submit_ships_the_counted_package_sources(seeds_dir, tmp_path, capsys):
+    code = count_code_bytes("auto")
+    runs = []
+    for s in (1, 2):
+        shutil.copytree(seeds_dir / f"seed_{s}", tmp_path / f"s{s}", ignore=shutil.ignore_patterns("*.ckpt"))
+        _as_package_source(tmp_path / f"s{s}", code)
+        runs.append(tmp_path / f"s{s}")
+    out = tmp_path / "rec"
+    rc, cap = _submit(capsys, *runs, "--out", out)
+    assert rc == 0, cap.err
+    sub = json.loads((out / "submission.json").read_text())
+    assert sub["code_convention"] == "package_source" and sub["bytes_code"] == code.total
+    for f in code.files:
+        assert (out / "code" / f[0]).stat().st_size == f[1]
+    # broken variant: a run that counted a different size for a file than the code shipped now
+    rep = json.loads((runs[0] / "artifact" / "submission.json").read_text())
+    rep["code_files"][0]["bytes"] += 1
+    (runs[0] / "artifact" / "submission.json").write_text(json.dumps(rep))
+    rc, cap = _submit(capsys, *runs, "--out", tmp_path / "rec2")
+    assert rc == 2 and "counted code changed since export" in cap.err and not (tmp_path / "rec2").exists()
