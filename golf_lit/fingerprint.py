@@ -83,7 +83,10 @@ def fingerprint() -> dict[str, Any]:
 def describe(fp: dict[str, Any]) -> str:
     """One line: ``8x NVIDIA H100 80GB HBM3, torch 2.9.1 (CUDA 12.8), lightning 2.6.0, commit 1f487b3``."""
     hw = fp["hardware"]
-    where = f"{hw['device_count']}x {hw['device_name']}" if hw["accelerator"] == "cuda" else f"CPU ({hw['device_name']})"
+    if hw["accelerator"] == "cuda":
+        where = f"{hw['device_count']}x {hw['device_name']}"
+    else:
+        where = f"CPU ({hw['device_name']})"
     v = fp["versions"]
     cuda = f" (CUDA {fp['cuda']})" if fp.get("cuda") else ""
     git = fp.get("git")

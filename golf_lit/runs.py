@@ -52,7 +52,9 @@ def config_difference(a: Any, b: Any, prefix: str = "") -> str | None:
         for key in sorted(set(a) | set(b), key=str):
             where = f"{prefix}.{key}" if prefix else str(key)
             if key not in a or key not in b:
-                return f"{where}: {'missing' if key not in a else a[key]!r} != {'missing' if key not in b else b[key]!r}"
+                left = "'missing'" if key not in a else repr(a[key])
+                right = "'missing'" if key not in b else repr(b[key])
+                return f"{where}: {left} != {right}"
             diff = config_difference(a[key], b[key], where)
             if diff:
                 return diff
@@ -118,7 +120,8 @@ class Run:
             for r in results:
                 if r["name"] == name:
                     return r
-            raise RunError(f"run {self.path}: {EVAL_REPORT} has no result {name!r} (has {[r['name'] for r in results]})")
+            names = [r["name"] for r in results]
+            raise RunError(f"run {self.path}: {EVAL_REPORT} has no result {name!r} (has {names})")
         if name not in (None, "final_int6_roundtrip"):
             raise RunError(f"run {self.path}: no {EVAL_REPORT}, so only final_int6_roundtrip is known, not {name!r}")
         rep = self.report

@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fixed-step mode: trainer.max_steps = N with the wall-clock cap off")
     p.add_argument("--code", choices=("package_source", "packed"), default=None,
                    help="code-bytes convention of the export (default: the config's)")
-    p.add_argument("--eval-args", default=DEFAULT_EVAL_ARGS, help=f"golf-lit eval options (default {DEFAULT_EVAL_ARGS!r})")
+    p.add_argument("--eval-args", default=DEFAULT_EVAL_ARGS,
+                   help=f"golf-lit eval options (default {DEFAULT_EVAL_ARGS!r})")
     p.add_argument("--result", default=None, help="eval result name to tabulate (default: the last one in eval.json)")
     p.add_argument("--baseline", nargs="+", default=None, help="baseline val_bpb numbers and/or seeds.json files")
     p.add_argument("--delta-nats", type=float, default=CHALLENGE_DELTA_NATS, help="required improvement, nats/token")

@@ -17,12 +17,12 @@ import yaml
 from callbacks import WallClockLimit
 from callbacks.artifact import training_report
 from golf_lit.cli import main
-from golf_lit.runs import Run, config_difference, load_run
-from golf_lit.seeds import baseline_values, seed_config
-from golf_lit.stats import improvement_test, mean, nats_per_token_to_bpb, std
 from golf_lit.pack.build import PACKED_NAME
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 from golf_lit.quant import count_code_bytes
+from golf_lit.runs import Run, config_difference, load_run
+from golf_lit.seeds import baseline_values, seed_config
+from golf_lit.stats import improvement_test, mean, nats_per_token_to_bpb, std
 from golf_lit.submit import training_overrun
 
 from .isolated import make_site, run_isolated
@@ -175,7 +175,8 @@ def test_submit_writes_a_complete_folder(seeds_dir, tmp_path, capsys):
     for row in sub["per_seed"]:
         art = out / f"final_model_seed{row['seed']}.int6.ptz"
         assert row["bytes_model"] == art.stat().st_size and row["bytes_total"] == row["bytes_model"] + shipped
-        assert art.read_bytes() == (seeds_dir / f"seed_{row['seed']}" / "artifact" / "final_model.int6.ptz").read_bytes()
+        original = seeds_dir / f"seed_{row['seed']}" / "artifact" / "final_model.int6.ptz"
+        assert art.read_bytes() == original.read_bytes()
     assert sub["bytes_total"] == max(r["bytes_total"] for r in sub["per_seed"])
     for s in SEEDS:  # every seed's full logs
         assert (out / f"train_seed{s}.log").read_text() == (seeds_dir / f"seed_{s}" / "train.log").read_text()
