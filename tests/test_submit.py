@@ -82,6 +82,9 @@ def test_training_report_says_which_mode_ran():
     rep = training_report(_trainer([off], step=100, max_steps=100))
     assert rep["mode"] == "fixed_steps" and rep["cap_s"] is None and rep["seconds"] == pytest.approx(1.234)
     assert training_report(_trainer([]))["mode"] == "fixed_steps"
+    reserved = WallClockLimit(600, reserve_seconds=8.0)  # GPTQ reserve (0429-BOS3): budget = cap - reserve
+    rep = training_report(_trainer([reserved]))
+    assert rep["mode"] == "wallclock" and rep["cap_s"] == 600 and rep["budget_s"] == 592
 
 
 def test_training_budget_allows_only_the_step_that_crosses_the_cap():
