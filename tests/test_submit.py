@@ -283,3 +283,11 @@ def test_submit_ships_the_counted_package_sources(seeds_dir, tmp_path, capsys):
     (runs[0] / "artifact" / "submission.json").write_text(json.dumps(rep))
     rc, cap = _submit(capsys, *runs, "--out", tmp_path / "rec2")
     assert rc == 2 and "counted code changed since export" in cap.err and not (tmp_path / "rec2").exists()
+
+
+def test_cli_lists_and_dispatches_the_new_commands(capsys, tmp_path):
+    assert main(["-h"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+seeds\s", out, re.M) and re.search(r"^\s+submit\s", out, re.M)
+    code, cap = _submit(capsys, tmp_path / "nope", "--out", tmp_path / "rec")
+    assert code == 2 and cap.err.strip() == f"golf-lit submit: error: run {tmp_path / 'nope'}: not a directory"
