@@ -8,8 +8,31 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from callbacks.wallclock import find_clock
 from golf_lit.export import export_model
+from golf_lit.fingerprint import fingerprint
 from golf_lit.quant import QuantConfig
+
+
+def training_report(trainer: L.Trainer) -> dict:
+    """How training ran, for ``submission.json``: mode, training seconds, budget, steps, ranks, precision.
+
+    ``mode`` is ``"wallclock"`` when a ``WallClockLimit`` cap was on (training stops at the cap), else
+    ``"fixed_steps"`` (``trainer.max_steps`` decides, e.g. to reproduce a record's step count on slower hardware).
+    """
+    clock = find_clock(trainer)
+    cap_ms = getattr(clock, "max_ms", None) if clock is not None else None
+    budget_ms = clock.budget_ms() if cap_ms and hasattr(clock, "budget_ms") else cap_ms
+    return {
+        "mode": "wallclock" if cap_ms else "fixed_steps",
+        "seconds": clock.training_ms() / 1000.0 if clock is not None else None,
+        "cap_s": cap_ms / 1000.0 if cap_ms else None,
+        "budget_s": budget_ms / 1000.0 if budget_ms else None,
+        "steps": trainer.global_step,
+        "max_steps": trainer.max_steps,
+        "world_size": trainer.world_size,
+        "precision": str(trainer.precision),
+    }
 
 
 class ArtifactExport(Callback):
@@ -65,5 +88,6 @@ class ArtifactExport(Callback):
                 eval_pre_quant=self.eval_pre_quant,
                 log=trainer.print,
                 extra_config={"optim": pl_module.optim_config.to_dict(), "data": dict(dm.hparams)},
+                extra_report={"training": training_report(trainer), "fingerprint": fingerprint()},
             )
         trainer.strategy.barrier("artifact_export")

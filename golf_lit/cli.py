@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: golf-lit {fit,validate,eval,export,data} ...
+USAGE = """usage: golf-lit {fit,validate,eval,export,data,seeds,submit} ...
 
   fit        train with LightningCLI:  golf-lit fit --config configs/smoke.yaml
   validate   score a checkpoint's weights on the validation split (LightningCLI)
   eval       score an artifact (roundtrip, sliding window, score-first TTT, n-gram mixer)
   export     quantize + compress a checkpoint into a challenge artifact
   data       download shards, tokenize documents, train a tokenizer
+  seeds      fit + eval once per seed with one config; table of val_bpb, mean, std and a significance test
+  submit     assemble a challenge submission folder from seed runs (refuses size/time/config/log problems)
 
 Run 'golf-lit COMMAND -h' for the options of a command. Options are spelled with underscores
 (--val_files); eval and export also accept hyphens (--val-files).
@@ -77,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
             from golf_lit.data.cli import main as data_main
 
             return data_main(rest)
+        if command == "seeds":
+            from golf_lit.seeds import main as seeds_main
+
+            return seeds_main(rest)
+        if command == "submit":
+            from golf_lit.submit import main as submit_main
+
+            return submit_main(rest)
     except (ValueError, FileNotFoundError) as exc:  # bad config or input: the message names the key/file
         print(f"golf-lit {command}: error: {exc}", file=sys.stderr)
         return 2

@@ -20,10 +20,10 @@ from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.artifact import provenance
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
-from golf_lit.io import atomic_write_json
+from golf_lit.io import atomic_write_bytes, atomic_write_json
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
-from golf_lit.quant import QuantConfig, export_artifact, load_artifact_state_dict
+from golf_lit.quant import CodeBytes, QuantConfig, export_artifact, load_artifact_state_dict
 
 ARTIFACT_NAME = "final_model.int6.ptz"
 
@@ -33,6 +33,29 @@ def _score(model: GPT, val_tokens: torch.Tensor, luts, seq_len: int, batch_seqs:
     autocast = torch.bfloat16 if device.type == "cuda" else None
     sums = score_roundtrip(model, val_tokens, luts, seq_len, batch_seqs, device, autocast_dtype=autocast)
     return sums, time.perf_counter() - t0
+
+
+CODE_CONVENTIONS = {"auto": "package_source", "packed": "packed"}
+
+
+def _code_bytes(quant: QuantConfig, cfg: ModelConfig, seq_len: int, out: Path, report: dict[str, Any]):
+    """Code bytes and their convention: ``packed`` writes the one-file scorer beside the artifact and counts it."""
+    spec = quant.code_bytes
+    if spec != "packed":
+        convention = CODE_CONVENTIONS.get(spec) if isinstance(spec, str) else "number"
+        return None, convention or "file"
+    from golf_lit.pack.build import PACKED_NAME, build_packed
+
+    packed = build_packed(cfg, seq_len)
+    atomic_write_bytes(out / PACKED_NAME, packed.script)
+    report["packed"] = {
+        "file": PACKED_NAME,
+        "modules": list(packed.modules),
+        "minifier": packed.minifier,
+        "source_bytes": packed.source_bytes,
+        "minified_bytes": packed.minified_bytes,
+    }
+    return CodeBytes(len(packed.script), "packed", ((PACKED_NAME, len(packed.script)),)), "packed"
 
 
 def export_model(
@@ -48,6 +71,7 @@ def export_model(
     eval_pre_quant: bool = True,
     device: torch.device | str | None = None,
     extra_config: dict[str, Any] | None = None,
+    extra_report: dict[str, Any] | None = None,
     log=print,
 ) -> dict[str, Any]:
     """Write ``final_model.int6.ptz``, ``submission.json`` and ``config.json`` into ``out_dir``.
@@ -67,6 +91,7 @@ def export_model(
         eval_pre_quant: Also score the model before quantization (to show the quantization gap).
         device: Where to score (default: the model's device).
         extra_config: More resolved configuration to store in ``config.json`` (e.g. the training config).
+        extra_report: More entries for ``submission.json`` (e.g. the training mode, seconds and fingerprint).
         log: Where record-shaped lines go.
 
     Returns:
@@ -92,8 +117,9 @@ def export_model(
         report.update(pre_quant_val_loss=sums.val_loss, pre_quant_val_bpb=sums.val_bpb)
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    code, convention = _code_bytes(quant, cfg, seq_len, out, report)
     t0 = time.perf_counter()
-    result = export_artifact(state, out / ARTIFACT_NAME, quant)
+    result = export_artifact(state, out / ARTIFACT_NAME, quant, code_bytes=code)
     export_s = time.perf_counter() - t0
     log(
         f"Serialized model int6+zstd: {result.bytes_model} bytes (zstd-{result.level}"
@@ -121,9 +147,11 @@ def export_model(
             for k in ("bytes_total", "bytes_model", "bytes_code", "limit_bytes", "fits", "zstd_level", "int5_layers")
         },
         code_files=summary["code_files"],
+        code_convention=convention,
         timings={**summary["timings"], "export_s": export_s, "roundtrip_eval_s": secs},
         sizes_tried=summary["sizes_tried"],
         per_tensor=summary["per_tensor"],
+        **(extra_report or {}),
     )
     atomic_write_json(out / "submission.json", report)
     atomic_write_json(out / "config.json", {**provenance(out / ARTIFACT_NAME), "model": cfg.to_dict(),
@@ -170,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default=None, help="tokenizer model (default: the checkpoint's data config)")
     parser.add_argument("--val_max_tokens", type=int, default=None, help="score only the first N validation tokens")
     parser.add_argument("--zstd_levels", type=int, nargs="+", default=None, help="zstd levels, in order")
-    parser.add_argument("--code_bytes", default="auto", help="'auto', a file path, or a number of bytes")
+    parser.add_argument("--code_bytes", default="auto", help="'auto', 'packed', a file path, or a number of bytes")
+    parser.add_argument(
+        "--code", choices=("package_source", "packed"), default=None,
+        help="code-bytes convention: the readable golf_lit scorer files (= --code_bytes auto) or one packed file",
+    )
     parser.add_argument("--gptq_lite", action="store_true", help="per-matrix clip search for int6 (2026-03-22 record)")
     parser.add_argument("--no_pre_quant_eval", action="store_true", help="skip scoring the unquantized model")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -180,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     model, ckpt = load_checkpoint_model(args.ckpt, use_ema=not args.no_ema)
     data_hp = ckpt.get("datamodule_hyper_parameters", {})
     code_bytes: int | str = int(args.code_bytes) if args.code_bytes.isdigit() else args.code_bytes
+    if args.code is not None:
+        code_bytes = {"package_source": "auto", "packed": "packed"}[args.code]
     quant = QuantConfig(
         code_bytes=code_bytes,
         gptq_lite=args.gptq_lite,

@@ -35,7 +35,3 @@ class GolfDDP(DDPStrategy):
             gradient_as_bucket_view=gradient_as_bucket_view,
         )
 
-
-def rank_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Contiguous share ``[start, end)`` of ``total`` items for ``rank`` (the seed's split)."""
-    return (total * rank) // world_size, (total * (rank + 1)) // world_size

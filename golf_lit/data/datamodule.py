@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from golf_lit.data.packing import document_cu_seqlens, pad_cu_seqlens
 from golf_lit.data.shards import TokenStream, load_validation_tokens
 from golf_lit.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
-from golf_lit.parallelism import rank_range
+from golf_lit.ranks import rank_range
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_TRAIN_FILES, DEFAULT_VAL_FILES, resolve
 
 

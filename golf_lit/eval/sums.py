@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from golf_lit.metrics import bpb_from_sums
+from golf_lit.bpb import bpb_from_sums
 
 
 @dataclass

@@ -40,6 +40,7 @@ SCORER_SOURCES = (
     "cli.py",
     "paths.py",
     "config.py",
+    "bpb.py",
     "io.py",
     "losses.py",
     "metrics.py",
@@ -50,7 +51,7 @@ SCORER_SOURCES = (
     "data/tokenizer.py",
     "eval/*.py",
     "eval/strategies/*.py",
-    "parallelism.py",
+    "ranks.py",
 )
 """Files (globs relative to the golf_lit package) a scorer needs to rebuild the model from the artifact and
 evaluate it; their UTF-8 bytes are the default code bytes."""

@@ -23,7 +23,7 @@ from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
 from golf_lit.eval.scorer import Recorder, Scorer
 from golf_lit.eval.strategies.base import EvalContext, Strategy
 from golf_lit.eval.sums import ScoreSums
-from golf_lit.parallelism import rank_range
+from golf_lit.ranks import rank_range
 
 if TYPE_CHECKING:
     from golf_lit.eval.config import EvalConfig

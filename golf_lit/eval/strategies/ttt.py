@@ -34,7 +34,7 @@ from golf_lit.eval.scorer import Recorder, Scorer
 from golf_lit.eval.strategies.base import EvalContext, Strategy, single_rank_sum
 from golf_lit.eval.strategies.sliding import PAD_ID, SlidingConfig, Windows, score_windows, sliding_windows
 from golf_lit.eval.sums import ScoreSums
-from golf_lit.parallelism import rank_range
+from golf_lit.ranks import rank_range
 
 if TYPE_CHECKING:
     from golf_lit.eval.config import EvalConfig

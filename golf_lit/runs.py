@@ -1,0 +1,194 @@
+"""A finished run directory as the seeds and submit commands read it, and the same-config check between runs.
+
+Layout written by ``golf-lit seeds`` (one directory per seed)::
+
+    RUN_DIR/fit_config.yaml       the resolved ``golf-lit fit`` config the run used (seed and paths included)
+    RUN_DIR/train.log             the full console output of ``golf-lit fit``
+    RUN_DIR/artifact/             final_model.int6.ptz, submission.json, config.json (+ packed_eval.py)
+    RUN_DIR/eval.json, eval.log   the ``golf-lit eval`` report and console output
+
+A directory written by a plain ``golf-lit fit`` works too when its console output was saved as ``train.log``;
+its resolved config is then the ``config.yaml`` LightningCLI saved under ``lightning_logs/``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FIT_CONFIG = "fit_config.yaml"
+TRAIN_LOG = "train.log"
+EVAL_LOG = "eval.log"
+EVAL_REPORT = "eval.json"
+ARTIFACT_DIR = "artifact"
+
+SEED_AND_PATH_KEYS = frozenset(
+    {"seed_everything", "ckpt_path", "config", "default_root_dir", "dirpath", "save_dir", "log_dir", "root_dir"}
+)
+"""Keys that may differ between seeds of one configuration: the seed and where files go."""
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used; the message names the run and the reason."""
+
+
+def strip_seed_and_paths(cfg: Any) -> Any:
+    """The config without SEED_AND_PATH_KEYS at any depth (what must be identical across seeds)."""
+    if isinstance(cfg, dict):
+        return {k: strip_seed_and_paths(v) for k, v in cfg.items() if k not in SEED_AND_PATH_KEYS}
+    if isinstance(cfg, list):
+        return [strip_seed_and_paths(v) for v in cfg]
+    return cfg
+
+
+def config_difference(a: Any, b: Any, prefix: str = "") -> str | None:
+    """The first dotted key where two configs differ (seed and paths ignored), as ``key: A != B``; None if equal."""
+    a, b = strip_seed_and_paths(a), strip_seed_and_paths(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in a or key not in b:
+                left = "'missing'" if key not in a else repr(a[key])
+                right = "'missing'" if key not in b else repr(b[key])
+                return f"{where}: {left} != {right}"
+            diff = config_difference(a[key], b[key], where)
+            if diff:
+                return diff
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{prefix}: {len(a)} entries != {len(b)} entries"
+        for i, (x, y) in enumerate(zip(a, b)):
+            diff = config_difference(x, y, f"{prefix}[{i}]")
+            if diff:
+                return diff
+        return None
+    return None if a == b else f"{prefix}: {a!r} != {b!r}"
+
+
+def _read_json(path: Path, run: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"run {run}: {path.name} is not readable JSON ({exc})") from exc
+
+
+@dataclass
+class Run:
+    """What a run directory holds.
+
+    Attributes:
+        path: The directory.
+        config: Resolved fit config (dict).
+        report: ``artifact/submission.json``.
+        eval_report: ``eval.json`` (None when eval was not run).
+        train_log / eval_log: Log files (None when missing).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    report: dict[str, Any]
+    eval_report: dict[str, Any] | None
+    train_log: Path | None
+    eval_log: Path | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int | None:
+        """``seed_everything`` of the config."""
+        return self.config.get("seed_everything")
+
+    @property
+    def artifact(self) -> Path:
+        """The artifact file."""
+        return self.path / ARTIFACT_DIR / self.report.get("artifact", "final_model.int6.ptz")
+
+    def result(self, name: str | None = None) -> dict[str, Any]:
+        """The scored result: the eval report's entry ``name`` (default: its last), else export's roundtrip.
+
+        Returns:
+            ``{"name", "val_bpb", "val_loss", "tokens", "bytes", "seconds"}``.
+        """
+        if self.eval_report and self.eval_report.get("results"):
+            results = self.eval_report["results"]
+            if name is None:
+                return results[-1]
+            for r in results:
+                if r["name"] == name:
+                    return r
+            names = [r["name"] for r in results]
+            raise RunError(f"run {self.path}: {EVAL_REPORT} has no result {name!r} (has {names})")
+        if name not in (None, "final_int6_roundtrip"):
+            raise RunError(f"run {self.path}: no {EVAL_REPORT}, so only final_int6_roundtrip is known, not {name!r}")
+        rep = self.report
+        return {"name": "final_int6_roundtrip", "val_bpb": rep["val_bpb"], "val_loss": rep["val_loss"],
+                "tokens": rep.get("val_tokens"), "bytes": rep.get("val_bytes"),
+                "seconds": rep.get("timings", {}).get("roundtrip_eval_s")}
+
+    def eval_seconds(self) -> float:
+        """Evaluation seconds: every distinct pass in ``eval.json`` (mixer variants share a pass), else export's."""
+        if self.eval_report and self.eval_report.get("results"):
+            passes = {(r.get("strategy"), r.get("seconds")) for r in self.eval_report["results"]}
+            return float(sum(s for _, s in passes if s is not None))
+        return float(self.report.get("timings", {}).get("roundtrip_eval_s") or 0.0)
+
+
+def _find_config(run: Path) -> dict[str, Any]:
+    path = run / FIT_CONFIG
+    if not path.is_file():
+        saved = sorted(run.glob("lightning_logs/version_*/config.yaml"), key=lambda p: p.stat().st_mtime)
+        if not saved:
+            raise RunError(f"run {run}: no resolved config ({FIT_CONFIG} or lightning_logs/version_*/config.yaml)")
+        path = saved[-1]
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunError(f"run {run}: {path.name} is not readable YAML ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise RunError(f"run {run}: {path.name} is not a config mapping")
+    return cfg
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory (see the module docstring).
+
+    Raises:
+        RunError: Not a directory, or no resolved config / artifact report (the message names the run).
+    """
+    run = Path(path)
+    if not run.is_dir():
+        raise RunError(f"run {run}: not a directory")
+    report_path = run / ARTIFACT_DIR / "submission.json"
+    if not report_path.is_file():
+        raise RunError(f"run {run}: no {ARTIFACT_DIR}/submission.json (did fit finish and export?)")
+    eval_path = run / EVAL_REPORT
+    return Run(
+        path=run,
+        config=_find_config(run),
+        report=_read_json(report_path, run),
+        eval_report=_read_json(eval_path, run) if eval_path.is_file() else None,
+        train_log=run / TRAIN_LOG if (run / TRAIN_LOG).is_file() else None,
+        eval_log=run / EVAL_LOG if (run / EVAL_LOG).is_file() else None,
+    )
+
+
+def check_same_config(runs: list[Run]) -> None:
+    """Refuse runs whose resolved configs differ in anything but the seed and paths, or that share a seed."""
+    first = runs[0]
+    seen: dict[Any, Path] = {}
+    for run in runs:
+        diff = config_difference(first.config, run.config)
+        if diff:
+            raise RunError(f"run {run.path}: config differs from run {first.path} at {diff}")
+        if run.seed in seen:
+            raise RunError(f"run {run.path}: same seed {run.seed} as run {seen[run.seed]}")
+        seen[run.seed] = run.path
+
+
+def dump_config(cfg: dict[str, Any]) -> str:
+    """YAML text of a config."""
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,307 @@
+"""``golf-lit submit RUN_DIR... --out records/<date>_<name>/``: the folder a challenge pull request needs.
+
+From finished seed runs (layout in :mod:`golf_lit.runs`, e.g. written by ``golf-lit seeds``) it assembles:
+
+- ``final_model_seed<S>.int6.ptz``: each seed's artifact;
+- the code the artifact is scored with: ``packed_eval.py`` (code convention ``packed``) or ``code/golf_lit/...``
+  (``package_source``), whose bytes are counted from the files shipped here;
+- ``train_seed<S>.log`` / ``eval_seed<S>.log``: every seed's full console output, ``eval_seed<S>.json``;
+- ``fit_config.yaml``: the resolved config (identical across seeds except the seed and paths);
+- ``submission.json``: per-seed val_bpb with mean and std, bytes (total, model, code), timings per phase,
+  training mode, hardware/software fingerprints, git commits;
+- ``README.md``: a skeleton with the results table filled in.
+
+It refuses (one line naming the run and the reason, exit status 2) a seed over 16,000,000 bytes, over the
+training or evaluation time budget, from a different config, without its training log, or whose counted code
+changed since it was exported. The folder is built in a temporary directory and renamed into place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import golf_lit
+from golf_lit.fingerprint import describe, fingerprint, git_commit
+from golf_lit.io import atomic_write_json, atomic_write_text
+from golf_lit.runs import Run, RunError, check_same_config, dump_config, load_run
+from golf_lit.seeds import (
+    CHALLENGE_ALPHA,
+    CHALLENGE_DELTA_NATS,
+    baseline_values,
+    markdown_table,
+    run_row,
+    summarize,
+)
+
+LIMIT_BYTES = 16_000_000
+TRAIN_BUDGET_S = 600.0
+EVAL_BUDGET_S = 600.0
+SHIPPABLE = ("packed", "package_source")
+
+
+class SubmissionError(RunError):
+    """A submission that must not be made; the message names the run and the reason."""
+
+
+def training_overrun(run: Run, budget_s: float) -> str | None:
+    """Why the run's training broke the budget, or None.
+
+    The cap is checked after every step (the record scripts' rule), so a run may end inside the step that
+    crosses it; a run is over budget when its training time minus one mean step still exceeds the budget, i.e.
+    when it started a step after the budget was spent.
+    """
+    if not budget_s:
+        return None
+    training = run.report.get("training") or {}
+    seconds, steps = training.get("seconds"), training.get("steps")
+    if seconds is None or not steps:
+        return "training time unknown (artifact/submission.json has no training.seconds)"
+    last_step_start = seconds - seconds / steps
+    if last_step_start > budget_s:
+        return (f"training took {seconds:.1f} s ({training.get('mode')} mode, {steps} steps): its last step started "
+                f"at {last_step_start:.1f} s, after the {budget_s:g} s training budget")
+    return None
+
+
+def portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The shipped config: output paths reset (``runs/submission``, callback dirpaths null = under it)."""
+    out = copy.deepcopy(cfg)
+    out.setdefault("trainer", {})["default_root_dir"] = "runs/submission"
+    for cb in out["trainer"].get("callbacks") or []:
+        if isinstance(cb, dict) and isinstance(cb.get("init_args"), dict) and "dirpath" in cb["init_args"]:
+            cb["init_args"]["dirpath"] = None
+    return out
+
+
+def _ship_code(runs: list[Run], dest: Path) -> tuple[str, list[dict[str, Any]]]:
+    """Copy the counted code into ``dest``; returns the convention and the shipped files with their sizes."""
+    first = runs[0]
+    convention = first.report.get("code_convention")
+    for run in runs:
+        conv = run.report.get("code_convention")
+        if conv not in SHIPPABLE:
+            raise SubmissionError(f"run {run.path}: code convention {conv!r} cannot be shipped "
+                                  f"(export with --code packed or package_source)")
+        if conv != convention:
+            raise SubmissionError(f"run {run.path}: code convention {conv!r} differs from run {first.path} "
+                                  f"({convention!r})")
+    shipped: list[dict[str, Any]] = []
+    if convention == "packed":
+        name = first.report["packed"]["file"]
+        data = (first.path / "artifact" / name).read_bytes()
+        for run in runs:
+            src = run.path / "artifact" / name
+            if not src.is_file():
+                raise SubmissionError(f"run {run.path}: packed code artifact/{name} is missing")
+            if src.read_bytes() != data:
+                raise SubmissionError(f"run {run.path}: packed code artifact/{name} differs from run {first.path}'s")
+        (dest / name).write_bytes(data)
+        shipped.append({"path": name, "bytes": len(data)})
+        return convention, shipped
+    root = Path(golf_lit.__file__).resolve().parent.parent
+    for entry in first.report.get("code_files", []):
+        src = root / entry["path"]
+        now = len(src.read_bytes()) if src.is_file() else None
+        if now != entry["bytes"]:
+            raise SubmissionError(f"run {first.path}: counted code changed since export: {entry['path']} "
+                                  f"({entry['bytes']} bytes then, {now} now)")
+        target = dest / "code" / entry["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        shipped.append({"path": f"code/{entry['path']}", "bytes": target.stat().st_size})
+    return convention, shipped
+
+
+def _readme(name: str, rows: list[dict[str, Any]], summary: dict[str, Any], sub: dict[str, Any]) -> str:
+    seeds = " ".join(str(r["seed"]) for r in rows)
+    fp = sub["fingerprints"][0]
+    code = ("one self-extracting file, `packed_eval.py` (minified, lzma + base85; run it alone: "
+            "`python packed_eval.py --artifact final_model_seed<S>.int6.ptz`)"
+            if sub["code_convention"] == "packed" else "the readable golf_lit scorer sources under `code/`")
+    return f"""# {name}
+
+TODO: one paragraph on what this submission changes and why.
+
+**val_bpb {summary['val_bpb_mean']:.8f}** (mean of {summary['n']} seeds, std {summary['val_bpb_std'] or 0:.8f}),
+largest artifact {sub['bytes_total']:,} bytes (code {sub['bytes_code']:,} + model).
+
+## Results
+
+{markdown_table(rows, summary)}
+## Size
+
+Code bytes are counted from the files shipped in this folder: {code}, {sub['bytes_code']:,} bytes
+(convention `{sub['code_convention']}`). Per seed: bytes_total = artifact file + code bytes
+(limit {LIMIT_BYTES:,}).
+
+## Timings
+
+Training budget {sub['budgets']['train_s']} s, evaluation budget {sub['budgets']['eval_s']} s; per-seed phase
+timings are in `submission.json` (`timings`).
+
+## Hardware and software
+
+{describe(fp)}
+
+## Reproduce
+
+```bash
+for seed in {seeds}; do
+  golf-lit fit --config fit_config.yaml --seed_everything $seed --trainer.default_root_dir runs/seed_$seed
+done
+```
+
+(`fit_config.yaml` writes into the paths recorded in it; `golf-lit seeds --config fit_config.yaml --seeds {seeds}`
+does the same with one directory per seed and scores each.)
+
+## Files
+
+{chr(10).join(f'- `{f}`' for f in sub['files'])}
+"""
+
+
+def build_submission(run_dirs: list[str | Path], out: str | Path, *, name: str | None = None, author: str = "",
+                     github_id: str = "", result: str | None = None, baseline: list[float] | None = None,
+                     delta_nats: float = CHALLENGE_DELTA_NATS, alpha: float = CHALLENGE_ALPHA,
+                     train_budget_s: float = TRAIN_BUDGET_S, eval_budget_s: float = EVAL_BUDGET_S,
+                     limit_bytes: int = LIMIT_BYTES, overwrite: bool = False) -> dict[str, Any]:
+    """Check the runs and write the submission folder ``out`` atomically; returns its submission.json.
+
+    Raises:
+        SubmissionError / RunError: A refusal; the message names the run and the reason.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SubmissionError(f"--out {out}: already exists (pass --overwrite to replace it)")
+    if not run_dirs:
+        raise SubmissionError("give at least one run directory")
+    runs = [load_run(d) for d in run_dirs]
+    for run in runs:
+        if run.train_log is None:
+            raise SubmissionError(f"run {run.path}: training log train.log is missing")
+        if run.eval_report is not None and run.eval_log is None:
+            raise SubmissionError(f"run {run.path}: eval.json is there but its log eval.log is missing")
+    check_same_config(runs)
+    for run in runs:
+        why = training_overrun(run, train_budget_s)
+        if why:
+            raise SubmissionError(f"run {run.path}: {why}")
+        eval_s = run.eval_seconds()
+        if eval_budget_s and eval_s > eval_budget_s:
+            raise SubmissionError(f"run {run.path}: evaluation took {eval_s:.1f} s, over the {eval_budget_s:g} s "
+                                  "evaluation budget")
+        if not run.artifact.is_file():
+            raise SubmissionError(f"run {run.path}: artifact {run.artifact.name} is missing")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        convention, code_files = _ship_code(runs, tmp)
+        bytes_code = sum(f["bytes"] for f in code_files)
+        rows, seeds = [], []
+        for run in runs:
+            s = run.seed
+            art = tmp / f"final_model_seed{s}.int6.ptz"
+            shutil.copyfile(run.artifact, art)
+            bytes_model = art.stat().st_size
+            if bytes_model + bytes_code > limit_bytes:
+                raise SubmissionError(f"run {run.path}: {bytes_model:,} model + {bytes_code:,} code bytes = "
+                                      f"{bytes_model + bytes_code:,} bytes, over the {limit_bytes:,}-byte limit")
+            shutil.copyfile(run.train_log, tmp / f"train_seed{s}.log")
+            if run.eval_log is not None:
+                shutil.copyfile(run.eval_log, tmp / f"eval_seed{s}.log")
+                atomic_write_json(tmp / f"eval_seed{s}.json", run.eval_report)
+            row = run_row(run, result)
+            row.update(bytes_model=bytes_model, bytes_total=bytes_model + bytes_code, bytes_code=bytes_code,
+                       artifact=art.name)
+            rows.append(row)
+            timings = dict(run.report.get("timings") or {})
+            timings.update(train_s=row["train_s"], eval_s=row["eval_s"])
+            seeds.append({"seed": s, "run": str(run.path), "training": run.report.get("training"),
+                          "timings": timings, "fingerprint": run.report.get("fingerprint")})
+        summary = summarize(rows, baseline, delta_nats, alpha)
+        atomic_write_text(tmp / "fit_config.yaml", dump_config(portable_config(runs[0].config)))
+        today = datetime.date.today().isoformat()
+        name = name or out.name
+        sub: dict[str, Any] = {
+            "name": name,
+            "author": author,
+            "github_id": github_id,
+            "date": today,
+            "val_bpb": summary["val_bpb_mean"],
+            "val_bpb_std": summary["val_bpb_std"],
+            "val_loss": summary["val_loss_mean"],
+            "result": rows[0]["result"],
+            "seeds": [r["seed"] for r in rows],
+            "per_seed": rows,
+            "summary": summary,
+            "bytes_total": max(r["bytes_total"] for r in rows),
+            "bytes_model": {str(r["seed"]): r["bytes_model"] for r in rows},
+            "bytes_code": bytes_code,
+            "code_convention": convention,
+            "code_files": code_files,
+            "limit_bytes": limit_bytes,
+            "budgets": {"train_s": train_budget_s, "eval_s": eval_budget_s},
+            "runs": seeds,
+            "fingerprints": [s["fingerprint"] or {} for s in seeds],
+            "git": git_commit(),
+        }
+        if sub["fingerprints"][0] == {}:
+            sub["fingerprints"][0] = fingerprint()
+        files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
+        sub["files"] = sorted(files + ["README.md", "submission.json"])
+        atomic_write_json(tmp / "submission.json", sub)
+        atomic_write_text(tmp / "README.md", _readme(name, rows, summary, sub))
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sub
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``golf-lit submit``."""
+    p = argparse.ArgumentParser(prog="golf-lit submit", description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("runs", nargs="+", help="finished run directories, one per seed")
+    p.add_argument("--out", required=True, help="submission folder, e.g. records/2026-11-26_MyIdea")
+    p.add_argument("--name", default=None, help="submission name (default: the folder name)")
+    p.add_argument("--author", default="")
+    p.add_argument("--github-id", default="")
+    p.add_argument("--result", default=None, help="eval result name to report (default: the last in eval.json)")
+    p.add_argument("--baseline", nargs="+", default=None, help="baseline val_bpb numbers and/or seeds.json files")
+    p.add_argument("--delta-nats", type=float, default=CHALLENGE_DELTA_NATS)
+    p.add_argument("--alpha", type=float, default=CHALLENGE_ALPHA)
+    p.add_argument("--train-budget-s", type=float, default=TRAIN_BUDGET_S, help="0 = no training-time check")
+    p.add_argument("--eval-budget-s", type=float, default=EVAL_BUDGET_S, help="0 = no evaluation-time check")
+    p.add_argument("--limit-bytes", type=int, default=LIMIT_BYTES)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    a = p.parse_args(argv)
+    sub = build_submission(
+        a.runs, a.out, name=a.name, author=a.author, github_id=a.github_id, result=a.result,
+        baseline=baseline_values(a.baseline) if a.baseline else None, delta_nats=a.delta_nats, alpha=a.alpha,
+        train_budget_s=a.train_budget_s, eval_budget_s=a.eval_budget_s, limit_bytes=a.limit_bytes,
+        overwrite=a.overwrite,
+    )
+    print(f"wrote {a.out}: val_bpb {sub['val_bpb']:.8f} over seeds {sub['seeds']}, "
+          f"largest artifact {sub['bytes_total']:,} bytes ({sub['code_convention']} code {sub['bytes_code']:,})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Seeds, significance and the submission folder: three real seed runs through the CLI, then every refusal."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from callbacks import WallClockLimit
+from callbacks.artifact import training_report
+from golf_lit.cli import main
+from golf_lit.pack.build import PACKED_NAME
+from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+from golf_lit.quant import count_code_bytes
+from golf_lit.runs import Run, config_difference, load_run
+from golf_lit.seeds import baseline_values, seed_config
+from golf_lit.stats import improvement_test, mean, nats_per_token_to_bpb, std
+from golf_lit.submit import training_overrun
+
+from .isolated import make_site, run_isolated
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = (1, 2, 3)
+BASELINE = (4.30, 4.31, 4.29)
+
+
+# ------------------------------------------------------------------------------------------- fast unit tests
+
+
+def test_config_difference_ignores_seed_and_paths_only():
+    a = {"seed_everything": 1, "trainer": {"default_root_dir": "a", "max_steps": 5,
+                                          "callbacks": [{"init_args": {"dirpath": "x", "decay": 0.9}}]},
+         "model": {"num_layers": 2}}
+    b = json.loads(json.dumps(a))
+    b["seed_everything"], b["trainer"]["default_root_dir"] = 2, "b"
+    b["trainer"]["callbacks"][0]["init_args"]["dirpath"] = "y"
+    assert config_difference(a, b) is None
+    b["trainer"]["callbacks"][0]["init_args"]["decay"] = 0.95
+    assert config_difference(a, b) == "trainer.callbacks[0].init_args.decay: 0.9 != 0.95"
+    c = json.loads(json.dumps(a))
+    del c["model"]["num_layers"]
+    assert config_difference(a, c) == "model.num_layers: 2 != 'missing'"
+
+
+def test_seed_config_fixed_steps_turns_the_cap_off_and_moves_paths(tmp_path):
+    base = {"seed_everything": 1337, "trainer": {"max_steps": 20000, "default_root_dir": "runs/x", "callbacks": [
+        {"class_path": "callbacks.WallClockLimit", "init_args": {"max_wallclock_seconds": 600}},
+        {"class_path": "callbacks.ArtifactExport", "init_args": {"dirpath": None}},
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "runs/x/ck"}}]}}
+    cfg = seed_config(base, 7, tmp_path, fixed_steps=4935)
+    cbs = [c["init_args"] for c in cfg["trainer"]["callbacks"]]
+    assert cfg["seed_everything"] == 7 and cfg["trainer"]["max_steps"] == 4935
+    assert cbs[0]["max_wallclock_seconds"] == 0
+    assert cbs[1]["dirpath"] == str(tmp_path / "artifact") and cbs[2]["dirpath"] == str(tmp_path / "checkpoints")
+    assert base["trainer"]["callbacks"][0]["init_args"]["max_wallclock_seconds"] == 600  # not modified in place
+    same = seed_config(base, 8, tmp_path / "other")
+    assert same["trainer"]["callbacks"][0]["init_args"]["max_wallclock_seconds"] == 600  # wall-clock mode kept
+    assert config_difference(same, seed_config(base, 9, tmp_path)) is None
+
+
+def _trainer(callbacks, step=10, max_steps=100):
+    return SimpleNamespace(callbacks=callbacks, global_step=step, max_steps=max_steps, world_size=8,
+                           precision="bf16-mixed")
+
+
+def test_training_report_says_which_mode_ran():
+    clock = WallClockLimit(600)
+    clock.elapsed_ms = 599_700.0
+    rep = training_report(_trainer([clock], step=4935, max_steps=20000))
+    assert rep["mode"] == "wallclock" and rep["cap_s"] == 600 and rep["seconds"] == pytest.approx(599.7)
+    assert rep["steps"] == 4935 and rep["world_size"] == 8
+    off = WallClockLimit(0)
+    off.elapsed_ms = 1234.0
+    rep = training_report(_trainer([off], step=100, max_steps=100))
+    assert rep["mode"] == "fixed_steps" and rep["cap_s"] is None and rep["seconds"] == pytest.approx(1.234)
+    assert training_report(_trainer([]))["mode"] == "fixed_steps"
+    reserved = WallClockLimit(600, reserve_seconds=8.0)  # GPTQ reserve (0429-BOS3): budget = cap - reserve
+    rep = training_report(_trainer([reserved]))
+    assert rep["mode"] == "wallclock" and rep["cap_s"] == 600 and rep["budget_s"] == 592
+
+
+def test_training_budget_allows_only_the_step_that_crosses_the_cap():
+    def run(seconds, steps):
+        return Run(Path("r"), {}, {"training": {"seconds": seconds, "steps": steps, "mode": "wallclock"}}, None,
+                   None, None)
+
+    assert training_overrun(run(600.09, 5000), 600) is None  # last step began at 599.97 s: the seed's stop rule
+    assert "after the 600 s" in training_overrun(run(600.5, 5000), 600)  # began at 600.38 s
+    assert training_overrun(run(5000.0, 10), 0) is None  # budget check off
+    assert "unknown" in training_overrun(Run(Path("r"), {}, {}, None, None, None), 600)
+
+
+def test_baseline_values_from_numbers_and_files(tmp_path):
+    (tmp_path / "seeds.json").write_text(json.dumps({"runs": [{"val_bpb": 1.5}, {"val_bpb": 1.25}]}))
+    (tmp_path / "list.json").write_text("[2.0, 3.0]")
+    assert baseline_values(["1.0611", str(tmp_path / "seeds.json"), str(tmp_path / "list.json")]) == \
+        [1.0611, 1.5, 1.25, 2.0, 3.0]
+    with pytest.raises(ValueError, match="nope.json"):
+        baseline_values([str(tmp_path / "nope.json")])
+
+
+# --------------------------------------------------------------------------- three real seeds through the CLI
+
+
+@pytest.fixture(scope="module")
+def seeds_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seeds")
+    cmd = [sys.executable, "-m", "golf_lit", "seeds", "--config", str(ROOT / "configs" / "smoke.yaml"),
+           "--seeds", *map(str, SEEDS), "--out", str(out), "--fixed-steps", "2", "--code", "packed",
+           "--eval-args", "--strategy roundtrip --progress false --max_tokens 2048",
+           "--baseline", *map(str, BASELINE),
+           "--data.val_max_tokens", "1024", "--trainer.val_check_interval", "2",
+           "--trainer.enable_progress_bar", "false"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=out)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_three_seeds_table_and_p_value(seeds_dir):
+    data = json.loads((seeds_dir / "seeds.json").read_text())
+    rows, summary = data["runs"], data["summary"]
+    assert [r["seed"] for r in rows] == list(SEEDS)
+    assert all(r["mode"] == "fixed_steps" and r["steps"] == 2 for r in rows)
+    bpb = [r["val_bpb"] for r in rows]
+    assert len(set(bpb)) == 3  # different seeds, different models
+    # each row is the eval report's number; bpb and loss agree through the run's own token/byte counts
+    for r in rows:
+        ev = json.loads((Path(r["run"]) / "eval.json").read_text())["results"][-1]
+        assert r["val_bpb"] == ev["val_bpb"] and r["tokens"] == ev["tokens"] == 2048
+        assert r["val_bpb"] == pytest.approx(r["val_loss"] * r["tokens"] / (r["bytes"] * math.log(2)), rel=1e-12)
+    assert summary["val_bpb_mean"] == pytest.approx(mean(bpb), rel=1e-15)
+    assert summary["val_bpb_std"] == pytest.approx(std(bpb), rel=1e-12)
+    t = summary["test"]
+    delta = nats_per_token_to_bpb(0.005, rows[0]["tokens"], rows[0]["bytes"])
+    ref = improvement_test(bpb, list(BASELINE), delta, 0.01)
+    assert t["delta"] == pytest.approx(delta, rel=1e-15) and t["p_value"] == pytest.approx(ref.p_value, rel=1e-12)
+    assert t["quantity"] == "val_bpb" and t["delta_nats"] == 0.005 and 0.0 <= t["p_value"] <= 1.0
+    md = (seeds_dir / "seeds.md").read_text()
+    assert f"| 2 | {rows[1]['val_bpb']:.8f} |" in md and f"p = {t['p_value']:.3g}" in md
+    # one resolved config, differing only in seed and paths; fixed-step mode switched the cap off
+    runs = [load_run(seeds_dir / f"seed_{s}") for s in SEEDS]
+    assert all(config_difference(runs[0].config, r.config) is None for r in runs)
+    assert [r.config["seed_everything"] for r in runs] == list(SEEDS)
+    clock = next(c for c in runs[0].config["trainer"]["callbacks"] if c["class_path"].endswith("WallClockLimit"))
+    assert clock["init_args"]["max_wallclock_seconds"] == 0 and runs[0].config["trainer"]["max_steps"] == 2
+    fp = runs[0].report["fingerprint"]
+    assert fp["hardware"]["accelerator"] in ("cpu", "cuda") and fp["versions"]["torch"]
+
+
+def _submit(capsys, *args):
+    code = main(["submit", *map(str, args)])
+    return code, capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_submit_writes_a_complete_folder(seeds_dir, tmp_path, capsys):
+    out = tmp_path / "records" / "2026-11-26_smoke"
+    runs = [seeds_dir / f"seed_{s}" for s in SEEDS]
+    code, cap = _submit(capsys, *runs, "--out", out, "--baseline", *BASELINE, "--author", "A")
+    assert code == 0, cap.err
+    sub = json.loads((out / "submission.json").read_text())
+    seeds_json = json.loads((seeds_dir / "seeds.json").read_text())
+    assert sub["seeds"] == list(SEEDS) and sub["val_bpb"] == seeds_json["summary"]["val_bpb_mean"]
+    assert sub["summary"]["test"]["p_value"] == seeds_json["summary"]["test"]["p_value"]
+    # bytes_code is counted from the exact files shipped, bytes_model from the shipped artifacts
+    shipped = sum((out / f["path"]).stat().st_size for f in sub["code_files"])
+    assert sub["code_convention"] == "packed" and sub["code_files"] == [{"path": PACKED_NAME, "bytes": shipped}]
+    assert 5_000 < shipped < 40_000
+    for row in sub["per_seed"]:
+        art = out / f"final_model_seed{row['seed']}.int6.ptz"
+        assert row["bytes_model"] == art.stat().st_size and row["bytes_total"] == row["bytes_model"] + shipped
+        original = seeds_dir / f"seed_{row['seed']}" / "artifact" / "final_model.int6.ptz"
+        assert art.read_bytes() == original.read_bytes()
+    assert sub["bytes_total"] == max(r["bytes_total"] for r in sub["per_seed"])
+    for s in SEEDS:  # every seed's full logs
+        assert (out / f"train_seed{s}.log").read_text() == (seeds_dir / f"seed_{s}" / "train.log").read_text()
+        assert (out / f"eval_seed{s}.log").is_file() and (out / f"eval_seed{s}.json").is_file()
+    run = sub["runs"][0]
+    assert run["training"]["mode"] == "fixed_steps" and {"train_s", "eval_s", "export_s"} <= set(run["timings"])
+    assert run["fingerprint"]["versions"]["lightning"]
+    cfg = yaml.safe_load((out / "fit_config.yaml").read_text())
+    assert cfg["model"]["num_layers"] == 2 and cfg["trainer"]["default_root_dir"] == "runs/submission"
+    readme = (out / "README.md").read_text()
+    assert f"| 1 | {sub['per_seed'][0]['val_bpb']:.8f} |" in readme and "Welch" in readme
+    assert sorted(sub["files"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary folder left behind
+    # the shipped packed file alone scores a shipped artifact exactly as golf-lit eval did
+    site = make_site(tmp_path / "site")
+    res = run_isolated(site, [PACKED_NAME, "--artifact", "final_model_seed3.int6.ptz", "--val-files",
+                              resolve(SAMPLE_VAL_FILES), "--tokenizer", resolve(SAMPLE_TOKENIZER),
+                              "--val-max-tokens", "2048", "--device", "cpu"], cwd=out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    bpb = float(re.search(r"_exact val_loss:\S+ val_bpb:(\S+)", res.stdout).group(1))
+    assert bpb == pytest.approx(sub["per_seed"][2]["val_bpb"], rel=1e-12, abs=0)
+    # an existing folder is not replaced unless asked
+    code, cap = _submit(capsys, *runs, "--out", out)
+    assert code == 2 and "already exists" in cap.err
+    code, cap = _submit(capsys, *runs[:2], "--out", out, "--overwrite")
+    assert code == 0 and json.loads((out / "submission.json").read_text())["seeds"] == [1, 2]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def _break_size(run: Path) -> str:
+    (run / "artifact" / "final_model.int6.ptz").write_bytes(b"\0" * 16_000_001)
+    return "over the 16,000,000-byte limit"
+
+
+def _break_train_time(run: Path) -> str:
+    rep = json.loads((run / "artifact" / "submission.json").read_text())
+    rep["training"].update(seconds=700.0, steps=1000)
+    (run / "artifact" / "submission.json").write_text(json.dumps(rep))
+    return "after the 600 s training budget"
+
+
+def _break_eval_time(run: Path) -> str:
+    rep = json.loads((run / "eval.json").read_text())
+    rep["results"][-1]["seconds"] = 601.0
+    (run / "eval.json").write_text(json.dumps(rep))
+    return "over the 600 s evaluation budget"
+
+
+def _break_config(run: Path) -> str:
+    cfg = yaml.safe_load((run / "fit_config.yaml").read_text())
+    cfg["model"]["xsa_last_n"] = 1
+    (run / "fit_config.yaml").write_text(yaml.safe_dump(cfg))
+    return "config differs from run"
+
+
+def _break_log(run: Path) -> str:
+    (run / "train.log").unlink()
+    return "training log train.log is missing"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("breaker", [_break_size, _break_train_time, _break_eval_time, _break_config, _break_log],
+                         ids=["size", "train_time", "eval_time", "config", "log"])
+def test_submit_refuses(seeds_dir, tmp_path, capsys, breaker):
+    bad = tmp_path / "seed_2_copy"
+    shutil.copytree(seeds_dir / "seed_2", bad, ignore=shutil.ignore_patterns("*.ckpt"))
+    reason = breaker(bad)
+    out = tmp_path / "records" / "x"
+    code, cap = _submit(capsys, seeds_dir / "seed_1", bad, "--out", out)
+    assert code == 2
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and f"run {bad}" in lines[0] and reason in lines[0], cap.err
+    assert not out.exists() and not list((tmp_path / "records").glob("*"))  # nothing half-written
+
+
+def _as_package_source(run: Path, code) -> None:
+    rep = json.loads((run / "artifact" / "submission.json").read_text())
+    rep.update(code_convention="package_source", bytes_code=code.total,
+               code_files=[{"path": p, "bytes": n} for p, n in code.files])
+    (run / "artifact" / "submission.json").write_text(json.dumps(rep))
+
+
+@pytest.mark.slow
+def test_submit_ships_the_counted_package_sources(seeds_dir, tmp_path, capsys):
+    code = count_code_bytes("auto")
+    runs = []
+    for s in (1, 2):
+        shutil.copytree(seeds_dir / f"seed_{s}", tmp_path / f"s{s}", ignore=shutil.ignore_patterns("*.ckpt"))
+        _as_package_source(tmp_path / f"s{s}", code)
+        runs.append(tmp_path / f"s{s}")
+    out = tmp_path / "rec"
+    rc, cap = _submit(capsys, *runs, "--out", out)
+    assert rc == 0, cap.err
+    sub = json.loads((out / "submission.json").read_text())
+    assert sub["code_convention"] == "package_source" and sub["bytes_code"] == code.total
+    for f in code.files:
+        assert (out / "code" / f[0]).stat().st_size == f[1]
+    # broken variant: a run that counted a different size for a file than the code shipped now
+    rep = json.loads((runs[0] / "artifact" / "submission.json").read_text())
+    rep["code_files"][0]["bytes"] += 1
+    (runs[0] / "artifact" / "submission.json").write_text(json.dumps(rep))
+    rc, cap = _submit(capsys, *runs, "--out", tmp_path / "rec2")
+    assert rc == 2 and "counted code changed since export" in cap.err and not (tmp_path / "rec2").exists()
+
+
+def test_cli_lists_and_dispatches_the_new_commands(capsys, tmp_path):
+    assert main(["-h"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+seeds\s", out, re.M) and re.search(r"^\s+submit\s", out, re.M)
+    code, cap = _submit(capsys, tmp_path / "nope", "--out", tmp_path / "rec")
+    assert code == 2 and cap.err.strip() == f"golf-lit submit: error: run {tmp_path / 'nope'}: not a directory"
