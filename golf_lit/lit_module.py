@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from golf_lit.config import ModelConfig
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.losses import mean_nll, token_nll
+from golf_lit.losses import token_nll
 from golf_lit.metrics import BitsPerByte
 from golf_lit.model.gpt import GPT
 from golf_lit.optim.config import OptimConfig
@@ -41,6 +41,8 @@ class GolfLM(L.LightningModule):
         self.compile = compile
         self.save_hyperparameters({"model": self.model_config.to_dict(), "optim": optim.to_dict(), "compile": compile})
         self.gpt = GPT(self.model_config)
+        # Depth recurrence trains plain until callbacks.LoopingSwitch (docs/top-stack.md §3.3); resumes restore it.
+        self.gpt.set_looping(self.model_config.num_loops > 0 and self.model_config.enable_looping_at <= 0)
         self._forward = self.gpt
         self.val_metric: BitsPerByte | None = None
         self.lr_multiplier = 1.0  # set by callbacks.Warmdown before each step
@@ -50,9 +52,18 @@ class GolfLM(L.LightningModule):
             # Not registered as a submodule: checkpoints keep the plain parameter names.
             object.__setattr__(self, "_forward", torch.compile(self.gpt, dynamic=False, fullgraph=True))
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, V) of the (possibly compiled) GPT."""
-        return self._forward(input_ids)
+    def forward(
+        self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, T, V) of the (possibly compiled) GPT, or its mean NLL when ``targets`` is given."""
+        return self._forward(input_ids, cu_seqlens, targets)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["looping_active"] = self.gpt.looping_active
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "looping_active" in checkpoint:
+            self.gpt.set_looping(checkpoint["looping_active"])
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -80,7 +91,7 @@ class GolfLM(L.LightningModule):
         total = torch.zeros((), device=x.device)
         for m in range(n):
             self._ddp_sync(m == n - 1)
-            loss = mean_nll(self(x[m]), y[m])
+            loss = self(x[m], targets=y[m])
             self.manual_backward(loss / n)
             total += loss.detach()
         self._ddp_sync(True)
