@@ -71,6 +71,15 @@ class GolfLM(L.LightningModule):
             require_vocab_match(self.model_config.vocab_size, dm.vocab_size, dm.tokenizer_path)
             self.val_metric = BitsPerByte(dm.luts)
 
+    def on_fit_start(self) -> None:
+        cfg = self.model_config
+        if cfg.num_loops and cfg.enable_looping_at > 0 and self._trainer is not None:
+            if not any(getattr(cb, "drives_looping", False) for cb in self.trainer.callbacks):
+                raise ValueError(
+                    f"model.enable_looping_at={cfg.enable_looping_at} needs callbacks.LoopingSwitch in "
+                    "trainer.callbacks (or set it to 0 to loop from the start)"
+                )
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return build_optimizers(self.gpt, self.optim_config)
 
