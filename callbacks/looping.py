@@ -1,4 +1,4 @@
-"""``LoopingSwitch``: turns depth recurrence on once training reaches ``model.enable_looping_at`` (docs/top-stack.md §3.3)."""
+"""``LoopingSwitch``: depth recurrence on once training reaches model.enable_looping_at (docs/top-stack.md §3.3)."""
 
 from __future__ import annotations
 
