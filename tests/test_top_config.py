@@ -81,3 +81,22 @@ def test_top_smoke_config_trains_switches_looping_and_exports(tmp_path):
     assert re.search(r"^step:20/20 train_loss:\d+\.\d{4}", out.stdout, re.M)
     report = json.loads((tmp_path / "runs" / "top-smoke" / "artifact" / "submission.json").read_text())
     assert report["fits"] and math.isfinite(report["val_bpb"]) and report["val_bpb"] < 5
+
+
+def test_fit_help_documents_the_top_options(capsys):
+    from golf_lit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "-h"])
+    out = " ".join(capsys.readouterr().out.split())
+    for option, words in [
+        ("num_loops", "Depth recurrence"),
+        ("enable_looping_at", "callbacks.LoopingSwitch"),
+        ("skip_gates_enabled", "Sigmoid skip gates"),
+        ("parallel_start_layer", "Two-lane parallel residuals"),
+        ("attn_gate_variant", "'sparse'"),
+        ("smear_gate_variant", "'gated_bos'"),
+        ("rope_yarn", "NTK base rescale"),
+        ("fused_ce_enabled", "softcapped cross-entropy"),
+    ]:
+        assert f"--model.{option}" in out and words in out, option
