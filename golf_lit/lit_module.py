@@ -53,10 +53,20 @@ class GolfLM(L.LightningModule):
             object.__setattr__(self, "_forward", torch.compile(self.gpt, dynamic=False, fullgraph=True))
 
     def forward(
-        self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None, targets: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
     ) -> torch.Tensor:
-        """Logits (B, T, V) of the (possibly compiled) GPT, or its mean NLL when ``targets`` is given."""
-        return self._forward(input_ids, cu_seqlens, targets)
+        """Logits (B, T, V) of the (possibly compiled) GPT, or its mean NLL when ``targets`` is given.
+
+        ``cu_seqlens``/``max_seqlen``: document packing (see ``GPT.forward``); pass the data's segment cap as
+        ``max_seqlen`` so FlashAttention-3's varlen kernel is not scheduled for whole-row segments.
+        """
+        if max_seqlen is None:
+            return self._forward(input_ids, cu_seqlens, targets)
+        return self._forward(input_ids, cu_seqlens, targets, max_seqlen=max_seqlen)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["looping_active"] = self.gpt.looping_active
