@@ -298,6 +298,7 @@ class GPT(nn.Module):
         seg = None
         if cu_seqlens is not None:
             B, T = input_ids.shape
+            cu_seqlens = cu_seqlens.to(input_ids.device)
             segment, position = segment_positions(cu_seqlens, B, T)
             seg = Segments(cu_seqlens, segment, position, max_seqlen or T)
         x = self.hidden(input_ids, seg)
