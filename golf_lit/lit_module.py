@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from golf_lit.config import ModelConfig
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.losses import mean_nll, token_nll
+from golf_lit.losses import token_nll
 from golf_lit.metrics import BitsPerByte
 from golf_lit.model.gpt import GPT
 from golf_lit.optim.config import OptimConfig
@@ -41,26 +41,57 @@ class GolfLM(L.LightningModule):
         self.compile = compile
         self.save_hyperparameters({"model": self.model_config.to_dict(), "optim": optim.to_dict(), "compile": compile})
         self.gpt = GPT(self.model_config)
+        # Depth recurrence trains plain until callbacks.LoopingSwitch (docs/top-stack.md §3.3); resumes restore it.
+        self.gpt.set_looping(self.model_config.num_loops > 0 and self.model_config.enable_looping_at <= 0)
         self._forward = self.gpt
         self.val_metric: BitsPerByte | None = None
         self.lr_multiplier = 1.0  # set by callbacks.Warmdown before each step
+        self.max_seqlen: int | None = None  # longest attention segment of packed batches (from the data module)
 
     def configure_model(self) -> None:
         if self.compile and self._forward is self.gpt:
             # Not registered as a submodule: checkpoints keep the plain parameter names.
             object.__setattr__(self, "_forward", torch.compile(self.gpt, dynamic=False, fullgraph=True))
 
-    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, V) of the (possibly compiled) GPT; ``cu_seqlens`` only with document packing."""
-        if cu_seqlens is None:
-            return self._forward(input_ids)
-        return self._forward(input_ids, cu_seqlens=cu_seqlens)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cu_seqlens: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) of the (possibly compiled) GPT, or its mean NLL when ``targets`` is given.
+
+        ``cu_seqlens``/``max_seqlen``: document packing (see ``GPT.forward``); pass the data's segment cap as
+        ``max_seqlen`` so FlashAttention-3's varlen kernel is not scheduled for whole-row segments.
+        """
+        if max_seqlen is None:
+            return self._forward(input_ids, cu_seqlens, targets)
+        return self._forward(input_ids, cu_seqlens, targets, max_seqlen=max_seqlen)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["looping_active"] = self.gpt.looping_active
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "looping_active" in checkpoint:
+            self.gpt.set_looping(checkpoint["looping_active"])
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and getattr(dm, "luts", None) is not None:
             require_vocab_match(self.model_config.vocab_size, dm.vocab_size, dm.tokenizer_path)
             self.val_metric = BitsPerByte(dm.luts)
+        if dm is not None and getattr(dm, "document_packing", False):
+            self.max_seqlen = dm.max_segment_len
+
+    def on_fit_start(self) -> None:
+        cfg = self.model_config
+        if cfg.num_loops and cfg.enable_looping_at > 0 and self._trainer is not None:
+            if not any(getattr(cb, "drives_looping", False) for cb in self.trainer.callbacks):
+                raise ValueError(
+                    f"model.enable_looping_at={cfg.enable_looping_at} needs callbacks.LoopingSwitch in "
+                    "trainer.callbacks (or set it to 0 to loop from the start)"
+                )
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return build_optimizers(self.gpt, self.optim_config)
@@ -87,7 +118,8 @@ class GolfLM(L.LightningModule):
         total = torch.zeros((), device=x.device)
         for m in range(n):
             self._ddp_sync(m == n - 1)
-            loss = mean_nll(self(x[m], None if cu_seqlens is None else cu_seqlens[m]), y[m])
+            seg = None if cu_seqlens is None else cu_seqlens[m]
+            loss = self(x[m], seg, targets=y[m], max_seqlen=None if seg is None else self.max_seqlen)
             self.manual_backward(loss / n)
             total += loss.detach()
         self._ddp_sync(True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,33 @@ def flash_attn_3():
     except ImportError:
         return None
     return flash_attn_func
+
+
+@functools.cache
+def flash_attn_3_varlen():
+    """FlashAttention-3's ``flash_attn_varlen_func`` (document-masked attention) if importable, else None."""
+    try:
+        from flash_attn_interface import flash_attn_varlen_func
+    except ImportError:
+        return None
+    return flash_attn_varlen_func
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Document packing of one batch (docs/top-stack.md §2.5), computed once per forward by the GPT.
+
+    Args:
+        cu_seqlens: int32 segment starts of the flattened batch, ending with the total length.
+        segment: Segment index of every token (B, T).
+        position: RoPE position of every token: its offset in its segment (B, T).
+        max_seqlen: Upper bound on a segment's length (FlashAttention-3's scheduling hint).
+    """
+
+    cu_seqlens: Tensor
+    segment: Tensor
+    position: Tensor
+    max_seqlen: int
 
 
 def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
@@ -69,18 +97,62 @@ class CausalSelfAttention(nn.Module):
         self.proj._zero_init = True
         # Per-head query gain (record 2026-03-20 lineage, QK_GAIN_INIT).
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init, dtype=torch.float32))
-        self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base, cfg.rope_train_seq_len)
+        self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base, cfg.rope_train_seq_len, cfg.rope_yarn)
+        self._fa3_varlen = flash_attn_3_varlen() if self._fa3 is not None else None
         self.use_xsa = layer_idx >= cfg.num_layers - cfg.xsa_last_n
         # Value residual (arXiv:2410.17897): layers >= 1 mix in layer 0's raw values; layer 0 has no lambdas.
         self.mix_v0 = cfg.value_residual and layer_idx > 0
         if self.mix_v0:
             self.vr_lambda = nn.Parameter(torch.tensor([0.5, 0.5], dtype=torch.float32))
-        # Gated attention (arXiv:2505.06708): one sigmoid gate per head and token.
+        # Gated attention (arXiv:2505.06708): one sigmoid gate per head and token; the variant picks its form.
         self.attn_gate = None
-        if cfg.gated_attention:
+        self.gate_variant = cfg.attn_gate_variant if cfg.gated_attention else None
+        self.gate_window = cfg.gate_window
+        self.sparse_gate_scale = cfg.sparse_attn_gate_scale
+        if self.gate_variant == "base":
             self.attn_gate = nn.Linear(cfg.model_dim, cfg.num_heads, bias=True)
             nn.init.zeros_(self.attn_gate.weight)
             nn.init.constant_(self.attn_gate.bias, cfg.attn_gate_bias_init)
+        elif self.gate_variant == "dense_g1":  # dense G1 gate, N(0, 0.005^2) (0419-QGate, PR #1736)
+            self.attn_gate_w = nn.Parameter(torch.randn(cfg.num_heads, cfg.model_dim) * 0.005)
+        elif self.gate_variant in ("sparse", "out_gate"):  # SparseAttnGate (PR #1787) / AttnOutGate (PR #1667)
+            self.attn_gate_w = nn.Parameter(torch.zeros(cfg.num_heads, cfg.gate_window))
+
+    def gate(self, u: Tensor) -> Tensor | None:
+        """Per-head, per-token output gate (B, T, H, 1) of the configured variant, or None without a gate."""
+        v = self.gate_variant
+        if v is None:
+            return None
+        if v == "base":
+            return torch.sigmoid(self.attn_gate(u)).unsqueeze(-1)
+        if v == "dense_g1":
+            return torch.sigmoid(F.linear(u, self.attn_gate_w.to(u.dtype))).unsqueeze(-1)
+        logits = F.linear(u[..., : self.gate_window], self.attn_gate_w.to(u.dtype))
+        if v == "sparse":
+            return torch.sigmoid(self.sparse_gate_scale * logits).unsqueeze(-1)
+        return (2.0 * torch.sigmoid(logits)).unsqueeze(-1)  # out_gate
+
+    def _attend_segments(self, q: Tensor, k: Tensor, v: Tensor, seg: Segments) -> Tensor:
+        """Causal attention that never crosses a segment of ``seg`` (B, T, H|Hkv, D) -> (B, T, H, D).
+
+        FlashAttention-3's varlen kernel on CUDA when installed (0410-VarLen, PR #1530); otherwise SDPA with a
+        block-diagonal causal boolean mask, O(T^2) memory per row (CPU, tests and short rows).
+        """
+        B, T = q.shape[:2]
+        if self._fa3_varlen is not None and (q.is_cuda or self.require_fa3):
+            flat = [t.reshape(B * T, *t.shape[2:]).bfloat16() for t in (q, k, v)]
+            cu = seg.cu_seqlens.to(torch.int32)
+            out = self._fa3_varlen(*flat, cu, cu, seg.max_seqlen, seg.max_seqlen, causal=True)
+            out = out[0] if isinstance(out, tuple) else out
+            return out.reshape(B, T, *out.shape[1:])
+        ids = seg.segment
+        idx = torch.arange(T, device=q.device)
+        mask = (ids[:, :, None] == ids[:, None, :]) & (idx[None, :, None] >= idx[None, None, :])  # (B, T, T)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask[:, None], enable_gqa=self.num_heads != self.num_kv_heads
+        )
+        return y.transpose(1, 2)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Causal attention on (B, T, H|Hkv, D) tensors, returning (B, T, H, D)."""
@@ -100,12 +172,13 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.num_heads != self.num_kv_heads)
         return y.transpose(1, 2)  # (B, T, H, D)
 
-    def forward(self, u: Tensor, v0: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, u: Tensor, v0: Tensor | None, seg: Segments | None = None) -> tuple[Tensor, Tensor]:
         """Attend over the normalised block input ``u`` (B, T, C).
 
         Args:
             u: Normalised (and LN-scaled) block input.
             v0: Layer 0's raw values (B, T, Hkv, D), or None in layer 0 / without value residual.
+            seg: Document packing: attention stays inside each segment and RoPE positions restart in each.
 
         Returns:
             ``(out, raw_v)``: the projected output (B, T, C) and this layer's raw values (B, T, Hkv, D).
@@ -119,12 +192,13 @@ class CausalSelfAttention(nn.Module):
             lam = self.vr_lambda.to(v.dtype)
             v = lam[0] * v0 + lam[1] * v
         q, k = rms_norm(q), rms_norm(k)  # QK-norm
-        cos, sin = self.rotary(T, u.device, q.dtype)
+        cos, sin = self.rotary(T, u.device, q.dtype, None if seg is None else seg.position)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q = q * self.q_gain.to(q.dtype)[None, None, :, None]
-        y = self._attend(q, k, v)
-        if self.use_xsa:
+        y = self._attend(q, k, v) if seg is None else self._attend_segments(q, k, v, seg)
+        if self.use_xsa:  # per position (the token's own value): never reaches across a segment
             y = exclusive_self_attention(y, v)
-        if self.attn_gate is not None:
-            y = y * torch.sigmoid(self.attn_gate(u)).unsqueeze(-1)  # (B, T, H, 1)
+        gate = self.gate(u)
+        if gate is not None:
+            y = y * gate  # (B, T, H, 1)
         return self.proj(y.reshape(B, T, C)), raw_v

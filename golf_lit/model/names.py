@@ -18,6 +18,10 @@ CONTROL_PATTERNS: tuple[str, ...] = (
     "canon_a",
     "canon_c",
     "delta_gate",
+    # leaderboard-top controls (docs/top-stack.md §3.4-3.7); "attn_gate" above also covers "attn_gate_w"
+    "skip_gates",
+    "parallel_post_lambdas",
+    "parallel_resid_lambdas",
 )
 """Name fragments of control tensors (the seed's CONTROL_TENSOR_NAME_PATTERNS): scalar AdamW group in training,
 fp32 passthrough in the artifact when too large for the fp16 passthrough."""

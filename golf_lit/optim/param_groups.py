@@ -21,7 +21,19 @@ from golf_lit.optim.muon import Muon
 TOKEN_NAMES = frozenset({"tok_emb.weight", "bigram.embed.weight"})
 HEAD_NAMES = frozenset({"lm_head.weight"})
 EXTRA_MATRIX_NAMES = frozenset({"bigram.proj.weight"})
-EXTRA_SCALAR_NAMES = frozenset({"skip_weights", "smear.gate", "bigram.scale"})
+EXTRA_SCALAR_NAMES = frozenset(
+    {
+        "skip_weights",
+        "smear.gate",
+        "bigram.scale",
+        # leaderboard-top controls (docs/top-stack.md §4.1: scalar AdamW group)
+        "skip_gates",
+        "smear.gate_w",
+        "smear.lam",
+        "parallel_post_lambdas",
+        "parallel_resid_lambdas",
+    }
+)
 
 
 _RULES: dict[str, Callable[[str, nn.Parameter], bool]] = {
