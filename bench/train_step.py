@@ -21,7 +21,7 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 
-from callbacks import CompilePriming, WallClockLimit
+from golf_lit.callbacks import CompilePriming, WallClockLimit
 from golf_lit.data.datamodule import GolfDataModule
 from golf_lit.io import atomic_write_json
 from golf_lit.lit_module import GolfLM

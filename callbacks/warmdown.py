@@ -8,7 +8,7 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from callbacks.wallclock import find_clock
+from golf_lit.callbacks.wallclock import find_clock
 from golf_lit.optim.schedules import lr_multiplier
 
 
@@ -26,7 +26,7 @@ class Warmdown(Callback):
 
         trainer:
           callbacks:
-            - class_path: callbacks.Warmdown
+            - class_path: golf_lit.callbacks.Warmdown
               init_args: {warmdown_iters: 3000}
     """
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from callbacks import EMA, ArtifactExport
+from golf_lit.callbacks import EMA, ArtifactExport
 from golf_lit.config import ModelConfig
 from golf_lit.export import ARTIFACT_NAME
 from golf_lit.export import main as export_main

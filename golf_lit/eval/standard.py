@@ -10,11 +10,7 @@ from torch import Tensor, nn
 from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.losses import token_nll
-
-
-def rank_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Contiguous share ``[start, end)`` of ``total`` items for ``rank`` (the seed's split)."""
-    return (total * rank) // world_size, (total * (rank + 1)) // world_size
+from golf_lit.parallelism import rank_range
 
 
 @torch.inference_mode()
