@@ -21,7 +21,7 @@ def _alias_short_callback_paths() -> None:
     """Let configs say ``class_path: callbacks.EMA`` (the project folder's name) for ``golf_lit.callbacks.EMA``.
 
     Only in this process, and only when no other importable package is called ``callbacks``; nothing named
-    ``callbacks`` is installed. Saved configs show the full ``golf_lit.callbacks.<Name>`` path.
+    ``callbacks`` is installed. Both names give the same classes.
     """
     import importlib
     import importlib.util
