@@ -17,8 +17,9 @@ class EMA(Callback):
     (no bias correction), validation during training sees the live weights, and the EMA weights replace
     the live ones in ``on_train_end``. ``ArtifactExport`` calls :meth:`apply_to` itself, so it exports the EMA
     weights whichever order the two callbacks are listed in. The shadow is saved in checkpoints under the key
-    ``EMA`` (:meth:`averaged_state_dict_from_checkpoint` reads it back, e.g. for ``golf-lit export``). Lightning's ``EMAWeightAveraging`` is not used: it starts from the first step's weights and
-    validates with the average, which would change the recipe.
+    ``EMA`` (:meth:`averaged_state_dict_from_checkpoint` reads it back, e.g. for ``golf-lit export``).
+    Lightning's ``EMAWeightAveraging`` is not used: it starts from the first step's weights and validates with
+    the average, which would change the recipe.
 
     Args:
         decay: EMA decay per optimizer step (record: 0.997, a horizon of ~333 steps).

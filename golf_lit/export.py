@@ -148,7 +148,8 @@ def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[
     path = Path(ckpt_path)
     ckpt = load_checkpoint(path)
     hp = ckpt.get("hyper_parameters")
-    if not isinstance(hp, dict) or "state_dict" not in ckpt or not any(k.startswith("gpt.") for k in ckpt["state_dict"]):
+    weights = ckpt.get("state_dict")
+    if not isinstance(hp, dict) or not isinstance(weights, dict) or not any(k.startswith("gpt.") for k in weights):
         raise ValueError(f"{path}: not a golf-lit checkpoint (no GolfLM hyper_parameters / gpt.* weights)")
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):

@@ -36,8 +36,9 @@ class GolfLM(L.LightningModule):
     - ``lr_multiplier``: learning-rate factor applied at the next optimizer step (set by ``Warmdown``).
     - ``last_train_loss``: mean loss of the last training step (a detached tensor; None before the first).
     - ``last_val``: ``(val_loss, val_bpb)`` of the last validation (None before the first).
-    - ``lightning_optimizers()``, ``accumulate_gradients(x, y)``, ``optimizer_step_all(step, count_step)``:
-      one optimizer step in pieces (``CompilePriming`` runs uncounted steps with them).
+    - ``lightning_optimizers()``, ``accumulate_gradients(*batch)``, ``optimizer_step_all(step, count_step)``:
+      one optimizer step in pieces, ``batch`` being ``GolfDataModule.step_batch(step)`` (``CompilePriming`` runs
+      uncounted steps with them).
 
     Args:
         optim: Optimizer settings (``--model.optim.matrix_lr`` ...); a dict of its fields is accepted too

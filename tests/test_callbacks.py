@@ -269,7 +269,8 @@ def test_compile_priming_really_steps(tmp_path):
 def test_record_log_lines_have_the_record_shape(tmp_path, monkeypatch, capsys):
     clock = Clock(monkeypatch)
     w = Weights()
-    fit(tmp_path, [Tick(clock, 0.1), WallClockLimit(600), RecordLog(train_log_every=2), w], max_steps=3, val_check_interval=3)
+    callbacks = [Tick(clock, 0.1), WallClockLimit(600), RecordLog(train_log_every=2), w]
+    fit(tmp_path, callbacks, max_steps=3, val_check_interval=3)
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step:")]
     # Tick is listed first, so each line already includes its step's 100 ms
     assert lines == [

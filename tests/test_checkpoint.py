@@ -203,6 +203,9 @@ def test_cli_resume_last_strict_and_if_present(tmp_path, monkeypatch, capsys):
     assert main(smoke_args(tmp_path, 3, "--ckpt_path", "last")) == 0
     assert load_checkpoint(ckdir / "last.ckpt")["global_step"] == 3
     assert "step:3/3 train_loss:" in capsys.readouterr().out
+    # an explicit path: its (flat) hyperparameters parse back into the CLI's model section, then it resumes
+    assert main(smoke_args(tmp_path, 4, "--ckpt_path", str(ckdir / "last.ckpt"))) == 0
+    assert load_checkpoint(ckdir / "last.ckpt")["global_step"] == 4
 
 
 # -------------------------------------------------------------------------------------------- output directories

@@ -1,4 +1,4 @@
-"""Packaging: the top-level callbacks/ folder is the package golf_lit.callbacks; nothing named callbacks is installed."""
+"""Packaging: the top-level callbacks/ folder installs as golf_lit.callbacks; nothing named callbacks is installed."""
 
 from __future__ import annotations
 
@@ -52,10 +52,12 @@ def test_wheel_installs_callbacks_as_golf_lit_callbacks(tmp_path):
     src = tmp_path / "src"  # build from a copy: pip builds in-tree and would leave build/ in the checkout
     src.mkdir()
     for name in ("pyproject.toml", "setup.py", "README.md", "golf_lit", "callbacks"):
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, src / name)
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(src)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), src],
         capture_output=True,
         text=True,
         timeout=600,
