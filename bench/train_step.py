@@ -32,8 +32,8 @@ from pathlib import Path
 import lightning.pytorch as L
 import torch
 import yaml
+from golf_lit.callbacks import CompilePriming, WallClockLimit
 
-from callbacks import CompilePriming, WallClockLimit
 from golf_lit.config import ModelConfig
 from golf_lit.data.datamodule import GolfDataModule
 from golf_lit.io import atomic_write_json

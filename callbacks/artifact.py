@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as L
+from golf_lit.callbacks.ema import EMA
+from golf_lit.callbacks.wallclock import find_clock
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from callbacks.wallclock import find_clock
 from golf_lit.export import export_model
 from golf_lit.fingerprint import fingerprint
+from golf_lit.outdirs import require_writable_dir
 from golf_lit.quant import QuantConfig
 
 
@@ -38,8 +40,9 @@ def training_report(trainer: L.Trainer) -> dict:
 class ArtifactExport(Callback):
     """Quantize, compress, write atomically, read back, dequantize into a fresh model and score it.
 
-    Runs in ``on_train_end`` on rank 0 (the other ranks wait), after ``EMA`` has swapped its weights in:
-    list ``callbacks.EMA`` before this callback. Writes ``final_model.int6.ptz``, ``submission.json`` (val_bpb,
+    Runs in ``on_train_end`` on rank 0 (the other ranks wait). With an ``EMA`` callback it first asks it to swap
+    its weights in (``EMA.apply_to``, which acts once), so the EMA weights are exported whether ``EMA`` is listed
+    before or after this callback. Writes ``final_model.int6.ptz``, ``submission.json`` (val_bpb,
     val_loss, bytes_total/model/code, zstd level, int5 layers, per-tensor formats, timings) and
     ``config.json`` (resolved model and quantization config) into ``dirpath``.
 
@@ -53,8 +56,8 @@ class ArtifactExport(Callback):
 
         trainer:
           callbacks:
-            - class_path: callbacks.EMA
-            - class_path: callbacks.ArtifactExport
+            - class_path: golf_lit.callbacks.EMA
+            - class_path: golf_lit.callbacks.ArtifactExport
               init_args: {dirpath: runs/record/artifact, quant: {zstd_levels: [16, 1, 17, 2]}}
     """
 
@@ -72,10 +75,24 @@ class ArtifactExport(Callback):
         self.report: dict | None = None
 
     @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            _find_ema(trainer)  # more than one EMA is ambiguous: fail before training, not after it
+            if trainer.is_global_zero:
+                require_writable_dir(self.output_dir(trainer), "ArtifactExport.dirpath")
+
+    def output_dir(self, trainer: L.Trainer) -> Path:
+        """Where the artifact goes: ``dirpath``, or ``<trainer.default_root_dir>/artifact``."""
+        return Path(self.dirpath or Path(trainer.default_root_dir) / "artifact")
+
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        ema = _find_ema(trainer)
+        if ema is not None:
+            ema.apply_to(pl_module)  # on every rank, as EMA.on_train_end would
         if trainer.is_global_zero:
             dm = trainer.datamodule
-            out = Path(self.dirpath or Path(trainer.default_root_dir) / "artifact")
+            out = self.output_dir(trainer)
             self.report = export_model(
                 pl_module.gpt,
                 out,
@@ -91,3 +108,10 @@ class ArtifactExport(Callback):
                 extra_report={"training": training_report(trainer), "fingerprint": fingerprint()},
             )
         trainer.strategy.barrier("artifact_export")
+
+
+def _find_ema(trainer: L.Trainer) -> EMA | None:
+    found = [cb for cb in trainer.callbacks if isinstance(cb, EMA)]
+    if len(found) > 1:
+        raise ValueError(f"trainer.callbacks: {len(found)} EMA callbacks; ArtifactExport needs at most one")
+    return found[0] if found else None

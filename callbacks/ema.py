@@ -15,9 +15,11 @@ class EMA(Callback):
 
     Like the seed (record 2026-03-20 XSA4+EMA lineage): the shadow is fp32, starts from the initial weights
     (no bias correction), validation during training sees the live weights, and the EMA weights replace
-    the live ones in ``on_train_end`` (so a later ``ArtifactExport`` exports them). The shadow is saved in
-    checkpoints. Lightning's ``EMAWeightAveraging`` is not used: it starts from the first step's weights and
-    validates with the average, which would change the recipe.
+    the live ones in ``on_train_end``. ``ArtifactExport`` calls :meth:`apply_to` itself, so it exports the EMA
+    weights whichever order the two callbacks are listed in. The shadow is saved in checkpoints under the key
+    ``EMA`` (:meth:`averaged_state_dict_from_checkpoint` reads it back, e.g. for ``golf-lit export``).
+    Lightning's ``EMAWeightAveraging`` is not used: it starts from the first step's weights and validates with
+    the average, which would change the recipe.
 
     Args:
         decay: EMA decay per optimizer step (record: 0.997, a horizon of ~333 steps).
@@ -26,7 +28,7 @@ class EMA(Callback):
 
         trainer:
           callbacks:
-            - class_path: callbacks.EMA
+            - class_path: golf_lit.callbacks.EMA
               init_args: {decay: 0.997}
     """
 
@@ -37,6 +39,14 @@ class EMA(Callback):
         self.shadow: dict[str, torch.Tensor] | None = None
         self._loaded: dict[str, torch.Tensor] | None = None
         self.applied = False
+
+    STATE_KEY = "EMA"
+    """Key of this callback's state in a checkpoint's ``callbacks`` dict (one EMA per trainer)."""
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self.STATE_KEY
 
     @staticmethod
     def _params(pl_module: L.LightningModule) -> dict[str, torch.Tensor]:
@@ -64,13 +74,37 @@ class EMA(Callback):
         self.apply_to(pl_module)
 
     def apply_to(self, pl_module: L.LightningModule) -> None:
-        """Copy the EMA weights into the model (cast to each parameter's dtype)."""
+        """Copy the EMA weights into ``pl_module.gpt`` (cast to each parameter's dtype); only the first call acts."""
         if self.shadow is None or self.applied:
             return
-        with torch.no_grad():
-            for k, p in self._params(pl_module).items():
-                p.copy_(self.shadow[k].to(p.dtype))
+        self.copy_into(pl_module.gpt, self.shadow)
         self.applied = True
+
+    def averaged_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The averaged weights (fp32, on CPU) by parameter name of ``pl_module.gpt``; None before training starts."""
+        source = self.shadow if self.shadow is not None else self._loaded
+        return {k: v.detach().cpu().clone() for k, v in source.items()} if source is not None else None
+
+    @classmethod
+    def averaged_state_dict_from_checkpoint(cls, checkpoint: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+        """The averaged weights stored in a Lightning checkpoint dict (None when it was trained without EMA)."""
+        state = checkpoint.get("callbacks", {}).get(cls.STATE_KEY)
+        return state.get("shadow") if isinstance(state, dict) else None
+
+    @staticmethod
+    def copy_into(model: torch.nn.Module, averaged: dict[str, torch.Tensor]) -> None:
+        """Copy ``averaged`` weights into ``model``'s parameters (each cast to the parameter's dtype and device).
+
+        Raises:
+            ValueError: The names differ from the model's parameters.
+        """
+        params = dict(model.named_parameters())
+        if set(params) != set(averaged):
+            missing, extra = sorted(set(params) - set(averaged)), sorted(set(averaged) - set(params))
+            raise ValueError(f"EMA weights do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(averaged[k].to(device=p.device, dtype=p.dtype))
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as L
+from golf_lit.callbacks.wallclock import find_clock
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
-
-from callbacks.wallclock import find_clock
 
 
 class LoopingSwitch(Callback):
@@ -28,7 +27,7 @@ class LoopingSwitch(Callback):
 
         trainer:
           callbacks:
-            - class_path: callbacks.LoopingSwitch
+            - class_path: golf_lit.callbacks.LoopingSwitch
     """
 
     drives_looping = True  # GolfLM refuses to train a delayed-looping model without a callback that has this

@@ -14,8 +14,10 @@ class CompilePriming(Callback):
     """Runs ``warmup_steps`` real optimizer steps before training so torch.compile and the kernels warm up.
 
     Afterwards the weights and every optimizer state are restored to their values before priming. The
-    data position needs no restoring: training batches are addressed by optimizer step (see
-    ``golf_lit.data.datamodule.TrainStream``), and priming reads steps 0..N-1 without touching the loader.
+    data position needs no restoring: training batches are addressed by optimizer step, and priming reads steps
+    0..N-1 through ``trainer.datamodule.step_batch(i)`` without touching the loader. It drives the module only
+    through ``GolfLM``'s declared interface (``lightning_optimizers``, ``accumulate_gradients``,
+    ``optimizer_step_all``, ``lr_multiplier``, ``gpt``).
     ``trainer.global_step`` is not advanced and the ``WallClockLimit`` clock has not started yet.
 
     Args:
@@ -25,7 +27,7 @@ class CompilePriming(Callback):
 
         trainer:
           callbacks:
-            - class_path: callbacks.CompilePriming
+            - class_path: golf_lit.callbacks.CompilePriming
               init_args: {warmup_steps: 20}
     """
 
@@ -38,7 +40,7 @@ class CompilePriming(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.warmup_steps == 0:
             return
-        stream = trainer.datamodule.train_dataloader().dataset
+        dm = trainer.datamodule
         optimizers = [o.optimizer for o in pl_module.lightning_optimizers()]
         weights = {k: v.detach().clone() for k, v in pl_module.gpt.state_dict().items()}
         states = [copy.deepcopy(o.state_dict()) for o in optimizers]
@@ -50,7 +52,7 @@ class CompilePriming(Callback):
             for form in forms:
                 pl_module.gpt.set_looping(form)
                 for i in range(self.warmup_steps):
-                    pl_module.accumulate_gradients(*(t.to(pl_module.device) for t in stream.step_batch(i)))
+                    pl_module.accumulate_gradients(*(t.to(pl_module.device) for t in dm.step_batch(i)))
                     pl_module.optimizer_step_all(i, count_step=False)
                     if i == 0 or i + 1 == self.warmup_steps:
                         trainer.print(f"warmup_step:{i + 1}/{self.warmup_steps}" + (" looped" if form else ""))

@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as L
+from golf_lit.callbacks.wallclock import find_clock
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
-
-from callbacks.wallclock import find_clock
 
 
 class RecordLog(Callback):
     """Prints ``step:N/M train_loss:x train_time:Tms step_avg:Sms`` and ``step:N/M val_loss:x val_bpb:y ...``.
 
     Training lines for the first 10 steps, every ``train_log_every`` steps and the last step, as the seed.
-    Times come from the ``WallClockLimit`` clock (training time only) when one is configured.
+    Times come from the ``WallClockLimit`` clock (training time only) when one is configured. Reads the module's
+    ``last_train_loss`` and ``last_val`` (see ``GolfLM``'s callback interface).
 
     Args:
         train_log_every: Print a training line every this many steps (0: only the first 10 and the last).
@@ -24,7 +24,7 @@ class RecordLog(Callback):
 
         trainer:
           callbacks:
-            - class_path: callbacks.RecordLog
+            - class_path: golf_lit.callbacks.RecordLog
               init_args: {train_log_every: 200}
     """
 
@@ -51,7 +51,7 @@ class RecordLog(Callback):
 
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or getattr(pl_module, "last_val", None) is None:
+        if trainer.sanity_checking or pl_module.last_val is None:
             return
         loss, bpb = pl_module.last_val
         trainer.print(

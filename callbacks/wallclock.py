@@ -39,7 +39,7 @@ class WallClockLimit(Callback):
 
         trainer:
           callbacks:
-            - class_path: callbacks.WallClockLimit
+            - class_path: golf_lit.callbacks.WallClockLimit
               init_args: {max_wallclock_seconds: 600, reserve_seconds: 0.0}
     """
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as L
+from golf_lit.callbacks.wallclock import find_clock
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from callbacks.wallclock import find_clock
 from golf_lit.optim.schedules import lr_multiplier, warmdown_frac_multiplier
 
 
@@ -36,9 +36,9 @@ class Warmdown(Callback):
 
         trainer:
           callbacks:
-            - class_path: callbacks.Warmdown
+            - class_path: golf_lit.callbacks.Warmdown
               init_args: {warmdown_iters: 3000}                    # record
-            - class_path: callbacks.Warmdown
+            - class_path: golf_lit.callbacks.Warmdown
               init_args: {warmdown_frac: 0.85, min_lr: 0.1}        # leaderboard top
     """
 

@@ -36,16 +36,17 @@ def normalize_options(argv: list[str], known: set[str]) -> list[str]:
 def run_lightning(argv: list[str]) -> int:
     """Run LightningCLI (``fit``/``validate``) with golf-lit's module and data module."""
     from jsonargparse import set_docstring_parse_options
-    from lightning.pytorch.cli import LightningCLI
 
     from golf_lit.data.datamodule import GolfDataModule
+    from golf_lit.fit_cli import GolfCLI, alias_short_callback_paths
     from golf_lit.lit_module import GolfLM
 
     set_docstring_parse_options(attribute_docstrings=True)
+    alias_short_callback_paths()
     # From the console, let LightningCLI read sys.argv itself: Lightning's DDP launcher re-runs sys.argv to start
     # the other ranks, so it must stay intact. Programmatic calls pass their own arguments.
     from_console = argv == sys.argv[1:]
-    LightningCLI(
+    GolfCLI(
         GolfLM,
         GolfDataModule,
         args=None if from_console else argv,
@@ -90,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad config or input: the message names the key/file
         print(f"golf-lit {command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # unwritable path, full disk: one line naming the file, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"golf-lit {command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"golf-lit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

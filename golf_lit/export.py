@@ -22,6 +22,7 @@ from golf_lit.eval.artifact import provenance
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.io import atomic_write_bytes, atomic_write_json
 from golf_lit.model.gpt import GPT
+from golf_lit.outdirs import require_writable_dir
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
 from golf_lit.quant import CodeBytes, QuantConfig, export_artifact, load_artifact_state_dict
 
@@ -162,26 +163,39 @@ def export_model(
 def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[GPT, dict[str, Any]]:
     """Rebuild the GPT from a golf-lit Lightning checkpoint (EMA weights when the checkpoint has them).
 
+    The file is loaded with ``weights_only=True`` (``golf_lit.checkpoint.load_checkpoint``) and the module is
+    rebuilt by ``GolfLM.load_from_checkpoint``; the EMA weights come from ``EMA.averaged_state_dict_from_checkpoint``.
+
     Returns:
         ``(model, checkpoint)``.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is corrupt, truncated, refused by the safe loader, or not a golf-lit checkpoint.
     """
+    from golf_lit.callbacks.ema import EMA
+    from golf_lit.checkpoint import SAFE_GLOBALS, load_checkpoint
+    from golf_lit.lit_module import GolfLM
+
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {str(path)!r}")
+    ckpt = load_checkpoint(path)
+    hp = ckpt.get("hyper_parameters")
+    weights = ckpt.get("state_dict")
+    if not isinstance(hp, dict) or not isinstance(weights, dict) or not any(k.startswith("gpt.") for k in weights):
+        raise ValueError(f"{path}: not a golf-lit checkpoint (no GolfLM hyper_parameters / gpt.* weights)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable Lightning checkpoint ({exc})") from exc
-    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
-    if "model" not in hp or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a golf-lit checkpoint (no hyper_parameters['model'] / state_dict)")
-    model = GPT(ModelConfig(**hp["model"]))
-    state = {k[len("gpt.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("gpt.")}
-    if use_ema:
-        shadows = [s["shadow"] for k, s in ckpt.get("callbacks", {}).items() if k.startswith("EMA") and s.get("shadow")]
-        if shadows:
-            state = {k: shadows[0][k].to(v.dtype) for k, v in state.items()}
-    model.load_state_dict(state, strict=True)
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            module = GolfLM.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except (TypeError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a golf-lit checkpoint this version can rebuild ({first})") from None
+    model = module.gpt
+    averaged = EMA.averaged_state_dict_from_checkpoint(ckpt) if use_ema else None
+    if averaged:
+        try:
+            EMA.copy_into(model, averaged)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     return model, ckpt
 
 
@@ -209,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(normalize_options(list(sys.argv[1:] if argv is None else argv),
                                                set(parser._option_string_actions)))
 
+    out = args.out or str(Path(args.ckpt).resolve().parent / "artifact")
+    require_writable_dir(out, "--out")
     model, ckpt = load_checkpoint_model(args.ckpt, use_ema=not args.no_ema)
     data_hp = ckpt.get("datamodule_hyper_parameters", {})
     code_bytes: int | str = int(args.code_bytes) if args.code_bytes.isdigit() else args.code_bytes
@@ -219,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
         gptq_lite=args.gptq_lite,
         **({"zstd_levels": args.zstd_levels} if args.zstd_levels else {}),
     )
-    out = args.out or str(Path(args.ckpt).resolve().parent / "artifact")
     report = export_model(
         model.to(args.device),
         out,

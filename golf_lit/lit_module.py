@@ -26,27 +26,47 @@ class GolfLM(L.LightningModule):
     """Trains the record GPT.
 
     Every ``ModelConfig`` field is an argument of this module too, so the CLI takes ``--model.xsa_last_n 4``.
+    The saved hyperparameters are exactly these arguments (the model fields flat, ``optim`` as a dict and
+    ``compile``), so ``GolfLM.load_from_checkpoint(path)`` rebuilds the module.
+
+    Interface for callbacks (everything a ``golf_lit.callbacks`` callback may use; set in ``__init__``):
+
+    - ``gpt``: the ``GPT`` being trained (its parameters are what EMA averages and export writes).
+    - ``model_config`` / ``optim_config``: the resolved ``ModelConfig`` / ``OptimConfig``.
+    - ``lr_multiplier``: learning-rate factor applied at the next optimizer step (set by ``Warmdown``).
+    - ``last_train_loss``: mean loss of the last training step (a detached tensor; None before the first).
+    - ``last_val``: ``(val_loss, val_bpb)`` of the last validation (None before the first).
+    - ``lightning_optimizers()``, ``accumulate_gradients(*batch)``, ``optimizer_step_all(step, count_step)``:
+      one optimizer step in pieces, ``batch`` being ``GolfDataModule.step_batch(step)`` (``CompilePriming`` runs
+      uncounted steps with them).
 
     Args:
-        optim: Optimizer settings (``--model.optim.matrix_lr`` ...).
+        optim: Optimizer settings (``--model.optim.matrix_lr`` ...); a dict of its fields is accepted too
+            (that is how checkpoints store it).
         compile: Run the model through ``torch.compile(fullgraph=True, dynamic=False)``.
         model_fields: ``ModelConfig`` fields (record defaults).
     """
 
     def __init__(self, optim: OptimConfig = OptimConfig(), compile: bool = False, **model_fields) -> None:
         super().__init__()
+        if isinstance(optim, dict):
+            optim = OptimConfig(**optim)
+        if isinstance(model_fields.get("model"), dict):  # checkpoints written before the flat layout
+            model_fields = {**model_fields.pop("model"), **model_fields}
         self.automatic_optimization = False
         self.model_config = ModelConfig(**model_fields)
         self.optim_config = optim
         self.compile = compile
-        self.save_hyperparameters({"model": self.model_config.to_dict(), "optim": optim.to_dict(), "compile": compile})
+        self.save_hyperparameters({**self.model_config.to_dict(), "optim": optim.to_dict(), "compile": compile})
         self.gpt = GPT(self.model_config)
         # Depth recurrence trains plain until callbacks.LoopingSwitch (docs/top-stack.md §3.3); resumes restore it.
         self.gpt.set_looping(self.model_config.num_loops > 0 and self.model_config.enable_looping_at <= 0)
         self._forward = self.gpt
         self.val_metric: BitsPerByte | None = None
-        self.lr_multiplier = 1.0  # set by callbacks.Warmdown before each step
+        self.lr_multiplier = 1.0
         self.max_seqlen: int | None = None  # longest attention segment of packed batches (from the data module)
+        self.last_train_loss: torch.Tensor | None = None
+        self.last_val: tuple[float, float] | None = None
 
     def configure_model(self) -> None:
         if self.compile and self._forward is self.gpt:

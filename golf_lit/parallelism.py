@@ -1,10 +1,15 @@
-"""DDP wiring for training: a DDPStrategy whose DDP options are explicit (and so settable from YAML)."""
+"""How work splits across ranks: each rank's contiguous share of items, and the DDP strategy used for training."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from lightning.pytorch.strategies import DDPStrategy
+
+
+def rank_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Contiguous share ``[start, end)`` of ``total`` items for ``rank`` (the seed's split)."""
+    return (total * rank) // world_size, (total * (rank + 1)) // world_size
 
 
 class GolfDDP(DDPStrategy):

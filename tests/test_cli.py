@@ -92,10 +92,10 @@ def test_record_config_reproduces_spec_14(capsys):
     assert trainer["precision"] == "bf16-mixed" and trainer["devices"] == 8 and trainer["max_steps"] == 20_000
     assert trainer["val_check_interval"] == 1000
     callbacks = {c["class_path"]: c.get("init_args", {}) for c in trainer["callbacks"]}
-    assert callbacks["callbacks.WallClockLimit"]["max_wallclock_seconds"] == 600
-    assert callbacks["callbacks.Warmdown"]["warmdown_iters"] == 3000
-    assert callbacks["callbacks.EMA"]["decay"] == 0.997
-    assert callbacks["callbacks.CompilePriming"]["warmup_steps"] == 20
+    assert callbacks["golf_lit.callbacks.WallClockLimit"]["max_wallclock_seconds"] == 600
+    assert callbacks["golf_lit.callbacks.Warmdown"]["warmdown_iters"] == 3000
+    assert callbacks["golf_lit.callbacks.EMA"]["decay"] == 0.997
+    assert callbacks["golf_lit.callbacks.CompilePriming"]["warmup_steps"] == 20
     assert cfg["seed_everything"] == 1337
 
 

@@ -7,9 +7,9 @@ import json
 import lightning.pytorch as L
 import pytest
 import torch
+from golf_lit.callbacks import EMA, ArtifactExport
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from callbacks import EMA, ArtifactExport
 from golf_lit.config import ModelConfig
 from golf_lit.export import ARTIFACT_NAME
 from golf_lit.export import main as export_main

@@ -5,9 +5,9 @@ from __future__ import annotations
 import lightning.pytorch as L
 import pytest
 import torch
+from golf_lit.callbacks import ArtifactExport, CompilePriming, LoopingSwitch, WallClockLimit
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from callbacks import ArtifactExport, CompilePriming, LoopingSwitch, WallClockLimit
 from golf_lit.lit_module import GolfLM
 from golf_lit.optim.config import OptimConfig
 
@@ -50,7 +50,7 @@ def test_switch_by_steps_once_logged_and_checkpointed(tmp_path, capsys):
 
 def test_switch_uses_the_wall_clock_fraction(tmp_path, monkeypatch):
     clock = {"t": 1000.0}
-    monkeypatch.setattr("callbacks.wallclock.time.perf_counter", lambda: clock["t"])
+    monkeypatch.setattr("golf_lit.callbacks.wallclock.time.perf_counter", lambda: clock["t"])
 
     class Tick(Callback):  # every step takes 100 ms of a 1 s budget
         def on_train_batch_end(self, *args) -> None:

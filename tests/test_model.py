@@ -236,3 +236,21 @@ def test_seed_bf16_attention_option():
     out_a, out_b = a(ids), b(ids)
     assert out_b.dtype == torch.float32 and not torch.equal(out_a, out_b)  # q/k/v really went through bf16
     torch.testing.assert_close(out_b, out_a, rtol=0.05, atol=0.05)
+
+
+def test_data_package_never_imports_eval():
+    """golf_lit.data is below golf_lit.eval in the import graph (eval scores data; data knows nothing of eval)."""
+    root = Path(__file__).resolve().parents[1] / "golf_lit" / "data"
+    files = list(root.rglob("*.py"))
+    assert files
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom):  # relative: from ..eval import x
+                names = ["golf_lit." + (node.module or "") if node.level == 2 else ""]
+            for n in names:
+                assert not n.startswith("golf_lit.eval") and n != "golf_lit.eval", (path, n)

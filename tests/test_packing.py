@@ -179,8 +179,8 @@ def test_datamodule_rejects_bad_segment_length():
 def test_lit_module_passes_cu_seqlens_to_the_model(tmp_path):
     """Until the model takes cu_seqlens, a stand-in forward records what GolfLM hands it, per micro-batch."""
     import lightning.pytorch as L
+    from golf_lit.callbacks import CompilePriming
 
-    from callbacks import CompilePriming
     from golf_lit.lit_module import GolfLM
     from golf_lit.optim.config import OptimConfig
 

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from golf_lit.callbacks import WallClockLimit
+from golf_lit.callbacks.artifact import training_report
 
-from callbacks import WallClockLimit
-from callbacks.artifact import training_report
 from golf_lit.cli import main
 from golf_lit.pack.build import PACKED_NAME
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
@@ -52,8 +52,8 @@ def test_config_difference_ignores_seed_and_paths_only():
 
 def test_seed_config_fixed_steps_turns_the_cap_off_and_moves_paths(tmp_path):
     base = {"seed_everything": 1337, "trainer": {"max_steps": 20000, "default_root_dir": "runs/x", "callbacks": [
-        {"class_path": "callbacks.WallClockLimit", "init_args": {"max_wallclock_seconds": 600}},
-        {"class_path": "callbacks.ArtifactExport", "init_args": {"dirpath": None}},
+        {"class_path": "golf_lit.callbacks.WallClockLimit", "init_args": {"max_wallclock_seconds": 600}},
+        {"class_path": "golf_lit.callbacks.ArtifactExport", "init_args": {"dirpath": None}},
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "runs/x/ck"}}]}}
     cfg = seed_config(base, 7, tmp_path, fixed_steps=4935)
     cbs = [c["init_args"] for c in cfg["trainer"]["callbacks"]]

@@ -91,7 +91,7 @@ def test_fit_help_documents_the_top_options(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for option, words in [
         ("num_loops", "Depth recurrence"),
-        ("enable_looping_at", "callbacks.LoopingSwitch"),
+        ("enable_looping_at", "golf_lit.callbacks.LoopingSwitch"),
         ("skip_gates_enabled", "Sigmoid skip gates"),
         ("parallel_start_layer", "Two-lane parallel residuals"),
         ("attn_gate_variant", "'sparse'"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import lightning.pytorch as L
 import pytest
 import torch
+from golf_lit.callbacks import EMA, CompilePriming, RecordLog, WallClockLimit, Warmdown
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from callbacks import EMA, CompilePriming, RecordLog, WallClockLimit, Warmdown
 from golf_lit.data.datamodule import GolfDataModule
 from golf_lit.lit_module import GolfLM
 from golf_lit.optim.config import OptimConfig
@@ -120,7 +120,7 @@ def test_compile_priming_leaves_training_unchanged(tmp_path):
 
 def test_warmdown_step_fallback_and_wallclock_cap(tmp_path, monkeypatch):
     clock = {"t": 1000.0}
-    monkeypatch.setattr("callbacks.wallclock.time.perf_counter", lambda: clock["t"])
+    monkeypatch.setattr("golf_lit.callbacks.wallclock.time.perf_counter", lambda: clock["t"])
 
     class Tick(Callback):  # each training step takes 100 ms, each validation 10 s (which must not count)
         def on_train_batch_end(self, *args) -> None:
@@ -272,7 +272,7 @@ def test_two_ranks_equal_one_rank_with_two_micro_batches(tmp_path):
 
 def test_reserve_stops_the_clock_early_and_drives_the_fraction_warmdown(tmp_path, monkeypatch):
     clock = {"t": 1000.0}
-    monkeypatch.setattr("callbacks.wallclock.time.perf_counter", lambda: clock["t"])
+    monkeypatch.setattr("golf_lit.callbacks.wallclock.time.perf_counter", lambda: clock["t"])
 
     class Tick(Callback):  # each training step takes 100 ms
         def on_train_batch_end(self, *args) -> None:

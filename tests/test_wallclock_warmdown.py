@@ -5,8 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
-from callbacks import WallClockLimit, Warmdown
+from golf_lit.callbacks import WallClockLimit, Warmdown
 
 
 def trainer_with(clock: WallClockLimit | None, step: int = 0, max_steps: int = -1) -> SimpleNamespace:

@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader, IterableDataset
 from golf_lit.data.packing import document_cu_seqlens, pad_cu_seqlens
 from golf_lit.data.shards import TokenStream, load_validation_tokens
 from golf_lit.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
-from golf_lit.ranks import rank_range
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_TRAIN_FILES, DEFAULT_VAL_FILES, resolve
+from golf_lit.ranks import rank_range
 
 
 class TrainStream(IterableDataset):
@@ -182,11 +182,10 @@ class GolfDataModule(L.LightningDataModule):
             self.stream = TokenStream(resolve(self.train_files))
         self.val_tokens = load_validation_tokens(resolve(self.val_files), self.train_seq_len, self.val_max_tokens)
 
-    def train_dataloader(self) -> DataLoader:
-        start = self.trainer.global_step if self.trainer is not None else 0  # resume continues at the same position
-        ds = TrainStream(
+    def _train_stream(self, start_step: int) -> TrainStream:
+        return TrainStream(
             self.stream,
-            start,
+            start_step,
             self.grad_accum_steps,
             self.local_tokens,
             self.train_seq_len,
@@ -196,7 +195,18 @@ class GolfDataModule(L.LightningDataModule):
             bos_id=self.bos_id if self.bos_id is not None else 1,
             max_segment_len=self.max_segment_len,
         )
-        return DataLoader(ds, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        start = self.trainer.global_step if self.trainer is not None else 0  # resume continues at the same position
+        return DataLoader(self._train_stream(start), batch_size=None)
+
+    def step_batch(self, step: int) -> tuple[torch.Tensor, ...]:
+        """This rank's training batch of optimizer step ``step``, as the train loader yields it at that step.
+
+        Batches are addressed by step, so callbacks (compile priming) can read one without touching the loader.
+        Needs ``setup("fit")``.
+        """
+        return self._train_stream(0).step_batch(step)
 
     def val_dataloader(self) -> DataLoader:
         local_batch = self.val_batch_tokens // (self.world_size * self.grad_accum_steps)

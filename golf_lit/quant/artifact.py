@@ -44,6 +44,7 @@ SCORER_SOURCES = (
     "io.py",
     "losses.py",
     "metrics.py",
+    "parallelism.py",
     "model/*.py",
     "quant/*.py",
     "data/__init__.py",

@@ -1,0 +1,93 @@
+"""``GolfCLI``: LightningCLI with safe, whole-or-nothing checkpoints, a strict ``last`` and early output checks.
+
+Training-only (not part of the counted scorer code); ``golf_lit.cli.run_lightning`` runs it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from golf_lit.checkpoint import LAST, LAST_IF_PRESENT, SafeCheckpointIO, load_checkpoint, resolve_resume_path
+from golf_lit.outdirs import require_writable_dir
+
+
+def alias_short_callback_paths() -> None:
+    """Let configs say ``class_path: callbacks.EMA`` (the project folder's name) for ``golf_lit.callbacks.EMA``.
+
+    Only in this process, and only when no other importable package is called ``callbacks``; nothing named
+    ``callbacks`` is installed. Both names give the same classes.
+    """
+    import importlib
+    import importlib.util
+    import pkgutil
+
+    import golf_lit.callbacks as pkg
+
+    if "callbacks" in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec("callbacks")
+    except (ImportError, ValueError):
+        spec = None
+    ours = {str(Path(p).resolve()) for p in pkg.__path__}
+    if spec is not None and {str(Path(p).resolve()) for p in (spec.submodule_search_locations or [])} != ours:
+        return  # somebody else's package called callbacks wins
+    sys.modules["callbacks"] = pkg
+    for info in pkgutil.iter_modules(pkg.__path__):
+        sys.modules[f"callbacks.{info.name}"] = importlib.import_module(f"golf_lit.callbacks.{info.name}")
+
+
+class GolfCLI(LightningCLI):
+    """LightningCLI with safe, whole-or-nothing checkpoints, a strict ``--ckpt_path last`` and output checks.
+
+    - Every checkpoint is written atomically and read with ``weights_only=True`` (``SafeCheckpointIO``).
+    - ``--ckpt_path last`` is an error naming the checkpoint directories when there is no ``last.ckpt``;
+      ``--ckpt_path last-if-present`` resumes when there is one and starts fresh otherwise.
+    - Output directories (``trainer.default_root_dir``, checkpoint directories) are checked writable
+      before anything runs.
+    """
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning's version reads the file with a plain torch.load: go through the safe loader instead.
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if not ckpt_path or ckpt_path in (LAST, LAST_IF_PRESENT, "best", "hpc", "registry"):
+            return
+        hparams = dict(load_checkpoint(ckpt_path).get("hyper_parameters", {}))
+        hparams.pop("_instantiator", None)
+        hparams.pop("_class_path", None)
+        if hparams:
+            self.config = self.parser.parse_object({sub: {"model": hparams}}, self.config)
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
+
+    def _checkpoint_dirs(self) -> list[Path]:
+        trainer = self.trainer
+        dirs = []
+        for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint):
+                dirs.append(Path(cb.dirpath) if cb.dirpath else Path(trainer.default_root_dir) / "checkpoints")
+        return dirs
+
+    def _before(self, subcommand: str) -> None:
+        require_writable_dir(self.trainer.default_root_dir, "trainer.default_root_dir")
+        for d in self._checkpoint_dirs():
+            require_writable_dir(d, "ModelCheckpoint.dirpath")
+        cfg = self.config_init[subcommand]
+        if "ckpt_path" in cfg:
+            cfg["ckpt_path"] = resolve_resume_path(cfg["ckpt_path"], self._checkpoint_dirs())
+
+    def before_fit(self) -> None:
+        self._before("fit")
+
+    def before_validate(self) -> None:
+        self._before("validate")
+
