@@ -45,18 +45,18 @@ class CompilePriming(Callback):
         weights = {k: v.detach().clone() for k, v in pl_module.gpt.state_dict().items()}
         states = [copy.deepcopy(o.state_dict()) for o in optimizers]
         multiplier = pl_module.lr_multiplier
-        looping = pl_module.gpt.looping_active
         # depth recurrence: warm the plain and the looped graph (docs/top-stack.md §4.6)
-        forms = [False, True] if pl_module.model_config.num_loops else [looping]
+        forms = pl_module.compile_forms()
+        current = pl_module.compile_form()
         with trainer.precision_plugin.train_step_context():
             for form in forms:
-                pl_module.gpt.set_looping(form)
+                pl_module.set_compile_form(form)
                 for i in range(self.warmup_steps):
                     pl_module.accumulate_gradients(*(t.to(pl_module.device) for t in dm.step_batch(i)))
                     pl_module.optimizer_step_all(i, count_step=False)
                     if i == 0 or i + 1 == self.warmup_steps:
                         trainer.print(f"warmup_step:{i + 1}/{self.warmup_steps}" + (" looped" if form else ""))
-        pl_module.gpt.set_looping(looping)
+        pl_module.set_compile_form(current)
         with torch.no_grad():
             pl_module.gpt.load_state_dict(weights, strict=True)
         for opt, state in zip(optimizers, states):

@@ -39,6 +39,8 @@ class GolfLM(L.LightningModule):
     - ``lightning_optimizers()``, ``accumulate_gradients(*batch)``, ``optimizer_step_all(step, count_step)``:
       one optimizer step in pieces, ``batch`` being ``GolfDataModule.step_batch(step)`` (``CompilePriming`` runs
       uncounted steps with them).
+    - ``compile_forms()``, ``compile_form()``, ``set_compile_form(form)``: the graph forms compile priming warms
+      (plain and looped with depth recurrence), the current one, and how to switch between them.
 
     Args:
         optim: Optimizer settings (``--model.optim.matrix_lr`` ...); a dict of its fields is accepted too
@@ -88,6 +90,18 @@ class GolfLM(L.LightningModule):
         if max_seqlen is None:
             return self._forward(input_ids, cu_seqlens, targets)
         return self._forward(input_ids, cu_seqlens, targets, max_seqlen=max_seqlen)
+
+    def compile_forms(self) -> list[bool]:
+        """Looping states whose graphs compile priming warms: both with depth recurrence, else the current one."""
+        return [False, True] if self.model_config.num_loops else [self.gpt.looping_active]
+
+    def compile_form(self) -> bool:
+        """The current one of ``compile_forms()``."""
+        return self.gpt.looping_active
+
+    def set_compile_form(self, form: bool) -> None:
+        """Switch the GPT to one of ``compile_forms()``."""
+        self.gpt.set_looping(form)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["looping_active"] = self.gpt.looping_active

@@ -53,6 +53,15 @@ class Tiny(L.LightningModule):
         self.manual_backward(loss)
         return loss.detach()
 
+    def compile_forms(self) -> list[bool]:
+        return [False]
+
+    def compile_form(self) -> bool:
+        return False
+
+    def set_compile_form(self, form: bool) -> None:
+        assert form is False
+
     def optimizer_step_all(self, step: int, count_step: bool = True) -> None:
         for opt in self.lightning_optimizers():
             for group in opt.optimizer.param_groups:

@@ -24,7 +24,8 @@ def test_traced_modules_are_what_a_scorer_needs():
     mods = scorer_modules()
     for name in ("golf_lit", "golf_lit.pack.entry", "golf_lit.model.gpt", "golf_lit.model.attention",
                  "golf_lit.quant", "golf_lit.quant.artifact", "golf_lit.quant.quantize",
-                 "golf_lit.eval.strategies.roundtrip", "golf_lit.eval.sums", "golf_lit.bpb", "golf_lit.data.shards", "golf_lit.data.tokenizer"):
+                 "golf_lit.eval.strategies.roundtrip", "golf_lit.eval.sums", "golf_lit.bpb", "golf_lit.data.shards",
+                 "golf_lit.data.tokenizer"):
         assert name in mods, name
     # training code and modules that import lightning / torchmetrics are not reached
     for name in ("golf_lit.lit_module", "golf_lit.metrics", "golf_lit.eval.evaluator", "golf_lit.export",
