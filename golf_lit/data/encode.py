@@ -25,13 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from golf_lit.data.shards import MAX_TOKEN_ID, write_shard
+from golf_lit.data.shards import MAX_TOKEN_ID, SIDECAR_PREFIX, write_shard
 
 DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
 DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (SPEC §2.1)
 DEFAULT_CHUNK_DOCS = 256
-SIDECAR_PREFIX = "fineweb_val_bytes_"
-"""File name prefix of the byte sidecar shards (docs/top-stack.md §2.3)."""
 
 # One unit of work: (docs file name, first line number, raw lines, bytes of those lines).
 Chunk = tuple[str, int, list[bytes], int]
