@@ -157,12 +157,11 @@ def disable_guards(monkeypatch):
         monkeypatch.setattr(phased_ttt, name, lambda *a, **k: None)
 
 
-def train_then_score(self, c, docs, starts, lengths, nchunks, opt):
+def train_then_score(self, batch, opt):
     """Broken: the chunk's LoRA step happens before the chunk is scored."""
-    x, y, lo, hi = self._windows(c, starts, lengths)
-    nll = self.forward_nll(x, y, score_from=None)
-    self.lora_step(c, docs, nchunks, lo, hi, nll, opt, x, y)
-    self.forward_nll(x, y, score_from=lo)
+    nll = self.forward_nll(batch, score=False)
+    self.lora_step(batch, nll, opt)
+    self.forward_nll(batch, score=True)
 
 
 def phase_with_an_unscored_doc(self, k):

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -349,6 +350,20 @@ class PhaseTrace:
         return problems
 
 
+class ChunkBatch(NamedTuple):
+    """Chunk ``c`` of a batch's active documents: inputs (rows, window), the chunk's columns in the window, its
+    targets (IGNORE past a document's end), global target positions and mask (host tensors)."""
+
+    c: int
+    docs: Tensor
+    nchunks: Tensor
+    x: Tensor
+    cols: Tensor
+    y: Tensor
+    pos: Tensor
+    mask: Tensor
+
+
 class PhasedTTT:
     """One phased TTT run over a token stream; :meth:`run` is the whole protocol, returning this rank's sums.
 
@@ -386,7 +401,8 @@ class PhasedTTT:
         self.autocast, self.record, self.trace = autocast, record, trace
         self.starts, self.lengths = split_documents(self.tokens.cpu(), cfg.bos_id)
         self.order = torch.sort(self.lengths, descending=True, stable=True).indices  # longest first
-        self.scored = torch.zeros(self.num_targets, dtype=torch.bool, device=self.device)
+        self.tokens_host = self.tokens.cpu()
+        self.scored = torch.zeros(self.num_targets, dtype=torch.bool)  # host-side bookkeeping of scored targets
         self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         self.timings: list[tuple[str, float]] = []
         self.accepts_cu_seqlens = "cu_seqlens" in inspect.signature(self.model.forward).parameters
@@ -445,74 +461,75 @@ class PhasedTTT:
         self.model.eval()
         for c in range(int(nchunks.max())):
             rows = int((nchunks > c).sum())  # docs are sorted longest first: the active ones are a prefix
-            self.process_chunk(c, docs[:rows], starts[:rows], lengths[:rows], nchunks[:rows], opt)
+            self.process_chunk(self.chunk_batch(c, docs[:rows], starts[:rows], lengths[:rows], nchunks[:rows]), opt)
 
-    def _windows(self, c: int, starts: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Inputs, targets (IGNORE outside the chunk), and the chunk's (a, b) per row for chunk ``c``."""
+    def chunk_batch(self, c: int, docs: Tensor, starts: Tensor, lengths: Tensor, nchunks: Tensor) -> ChunkBatch:
+        """Chunk ``c`` of each document: its window of inputs and where the chunk's targets sit in it."""
         cfg = self.cfg
         a = torch.full_like(lengths, c * cfg.chunk_size)
         b = torch.minimum(a + cfg.chunk_size, lengths)
         w0 = (b - cfg.eval_seq_len).clamp(min=0)
         width = int((b - w0).max())
-        cols = torch.arange(width)
-        local = w0[:, None] + cols[None, :]  # local target index of each column
-        real = local < b[:, None]
-        pos = (starts[:, None] + local).clamp(max=self.num_targets - 1)
-        x = torch.where(real, self.tokens.cpu()[pos], PAD_ID)
-        y = torch.where(real & (local >= a[:, None]), self.tokens.cpu()[pos + 1], IGNORE)
-        return x.to(self.device), y.to(self.device), (starts + a), (starts + b)
+        local = w0[:, None] + torch.arange(width)[None, :]  # local input index of each column
+        x = torch.where(local < b[:, None], self.tokens_host[(starts[:, None] + local).clamp(max=self.num_targets)],
+                        PAD_ID)
+        j = torch.arange(cfg.chunk_size)[None, :]
+        mask = j < (b - a)[:, None]
+        cols = ((a - w0)[:, None] + j).clamp(max=width - 1)  # the chunk is the window's last b - a columns
+        pos = ((starts + a)[:, None] + j).clamp(max=self.num_targets - 1)  # global target positions
+        y = torch.where(mask, self.tokens_host[pos + 1], IGNORE)
+        dev = self.device
+        return ChunkBatch(c, docs, nchunks, x.to(dev), cols.to(dev), y.to(dev), pos, mask)
 
-    def process_chunk(self, c: int, docs: Tensor, starts: Tensor, lengths: Tensor, nchunks: Tensor,
-                      opt: torch.optim.Optimizer) -> None:
-        """Score chunk ``c`` of each active document, add it to the sums, then train on it (not the last)."""
-        x, y, lo, hi = self._windows(c, starts, lengths)
-        nll = self.forward_nll(x, y, score_from=lo)  # scores and adds to the sums first
-        self.lora_step(c, docs, nchunks, lo, hi, nll, opt, x, y)
+    def process_chunk(self, batch: ChunkBatch, opt: torch.optim.Optimizer) -> None:
+        """Score chunk ``c`` of each active document and add it to the sums, then train on it (not the last)."""
+        nll = self.forward_nll(batch, score=True)
+        self.lora_step(batch, nll, opt)
 
-    def forward_nll(self, x: Tensor, y: Tensor, score_from: Tensor | None) -> Tensor:
-        """Per-position NLL (rows, T) of the hooked model (0 where y is IGNORE); with ``score_from`` (the first
-        global position of each row's chunk) the chunk's positions are scored and added to the sums."""
+    def forward_nll(self, batch: ChunkBatch, score: bool) -> Tensor:
+        """NLL (rows, chunk_size) of the chunk's targets under the hooked model (0 outside the chunk); with
+        ``score`` the chunk's positions are added to the sums."""
         with torch.enable_grad(), self.autocast():
-            logits = self.model(x)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        mask = y != IGNORE
-        nll = -logp.gather(-1, y.clamp(min=0)[..., None])[..., 0] * mask
-        if score_from is not None:
+            logits = self.model(batch.x)
+        v = logits.size(-1)
+        sel = logits.gather(1, batch.cols[..., None].expand(-1, -1, v))  # only the chunk's columns
+        logp = torch.log_softmax(sel.float(), dim=-1)
+        mask = batch.mask.to(self.device)
+        nll = -logp.gather(-1, batch.y.clamp(min=0)[..., None])[..., 0] * mask
+        if score:
             with torch.no_grad():
-                rows, cols = torch.nonzero(mask, as_tuple=True)
-                first_col = mask.float().argmax(dim=1)
-                positions = score_from.to(self.device)[rows] + (cols - first_col[rows])
-                self.add_scores(positions, nll[rows, cols].detach(), logp[rows, cols].detach(), y[rows, cols])
+                self.add_scores(batch.pos[batch.mask], nll[mask].detach(), batch.y[mask],
+                                logp[mask].detach() if self.record is not None else None)
         return nll
 
-    def add_scores(self, positions: Tensor, nll: Tensor, logp: Tensor, targets: Tensor) -> None:
-        """Add scored positions to the sums (each position once, guarded)."""
+    def add_scores(self, positions: Tensor, nll: Tensor, targets: Tensor, logp: Tensor | None = None) -> None:
+        """Add scored positions (CPU int64) to the sums, each position once (guarded)."""
         require_unscored(self.scored, positions, "phased TTT scoring")
         self.scored[positions] = True
         self.sums[0] += nll.to(torch.float64).sum()
         self.sums[1] += float(positions.numel())
-        self.sums[2] += self.byte_counts[positions].sum()
+        self.sums[2] += self.byte_counts[positions.to(self.device)].sum()
         if self.trace is not None:
             self.trace("score", -1, positions)
         if self.record is not None:
             self.record(MODEL, positions, torch.exp(-nll), logp.exp(), targets, 0)
 
-    def lora_step(self, c: int, docs: Tensor, nchunks: Tensor, lo: Tensor, hi: Tensor, nll: Tensor,
-                  opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> None:
+    def lora_step(self, batch: ChunkBatch, nll: Tensor, opt: torch.optim.Optimizer) -> None:
         """``grad_steps`` AdamW steps on each document's mean chunk NLL, for documents with a later chunk."""
-        train = torch.tensor([self.trains_on(c, int(n)) for n in nchunks])
+        c, nchunks = batch.c, batch.nchunks
+        train = torch.tensor([self.trains_on(c, int(n)) for n in nchunks], dtype=torch.bool)
         if self.cfg.grad_steps == 0 or not bool(train.any()):
             return
-        for i in torch.nonzero(train).flatten().tolist():
-            require_not_last_chunk(c >= int(nchunks[i]) - 1, f"LoRA step on document {int(docs[i])}")
-            positions = torch.arange(int(lo[i]), int(hi[i]), device=self.device)
-            require_all_scored(self.scored, positions, f"LoRA step on document {int(docs[i])}")
-            if self.trace is not None:
-                self.trace("lora", int(docs[i]), positions)
-        weights = train.to(self.device, torch.float32) / (y != IGNORE).sum(dim=1).clamp(min=1).float()
+        require_not_last_chunk(bool((c >= nchunks[train] - 1).any()), f"LoRA step on chunk {c}")
+        require_all_scored(self.scored, batch.pos[train][batch.mask[train]], f"LoRA step on chunk {c}")
+        if self.trace is not None:
+            for i in torch.nonzero(train).flatten().tolist():
+                self.trace("lora", int(batch.docs[i]), batch.pos[i][batch.mask[i]])
+        counts = batch.mask.sum(dim=1).clamp(min=1).to(torch.float32)
+        weights = (train.to(torch.float32) / counts).to(self.device)
         for step in range(self.cfg.grad_steps):
             if step:
-                nll = self.forward_nll(x, y, score_from=None)
+                nll = self.forward_nll(batch, score=False)
             loss = (nll.sum(dim=1) * weights).sum()  # per-document means; adapters are per document
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -525,7 +542,7 @@ class PhasedTTT:
         cfg = self.cfg
         docs = self.phase_docs(k)
         # Documents fully scored by some rank (each document is scored by one rank), gathered by a sum.
-        cs = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(self.scored.cpu().to(torch.int64), 0)])
+        cs = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(self.scored.to(torch.int64), 0)])
         full = (cs[self.starts + self.lengths] - cs[self.starts]) == self.lengths
         done = self.coll.all_reduce(full.to(self.device, torch.float32)).cpu() > 0
         require_all_scored(done, docs, f"global phase {k + 1} (documents)")
