@@ -97,7 +97,7 @@ def main() -> None:
     sliding = SlidingConfig(seq_len=L, stride=64, batch_seqs=16)
     ttt = TTTConfig(chunk_tokens=8192, epochs=1, lr=0.002, batch_seqs=8)
     phased = {
-        n: PhasedTTTConfig(prefix_docs=12, num_phases=n, lora_rank=16, lora_alpha=28.8, chunk_size=48,
+        n: PhasedTTTConfig(prefix_docs=args.val_docs // 2, num_phases=n, lora_rank=16, lora_alpha=28.8, chunk_size=48,
                            eval_seq_len=L, batch_size=8, global_chunk_tokens=4096, global_seq_len=L)
         for n in (1, 3)
     }

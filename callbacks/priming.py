@@ -45,8 +45,7 @@ class CompilePriming(Callback):
         multiplier = pl_module.lr_multiplier
         with trainer.precision_plugin.train_step_context():
             for i in range(self.warmup_steps):
-                x, y = (t.to(pl_module.device) for t in stream.step_batch(i))
-                pl_module.accumulate_gradients(x, y)
+                pl_module.accumulate_gradients(*(t.to(pl_module.device) for t in stream.step_batch(i)))
                 pl_module.optimizer_step_all(i, count_step=False)
                 if i == 0 or i + 1 == self.warmup_steps:
                     trainer.print(f"warmup_step:{i + 1}/{self.warmup_steps}")

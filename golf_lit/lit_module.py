@@ -50,9 +50,11 @@ class GolfLM(L.LightningModule):
             # Not registered as a submodule: checkpoints keep the plain parameter names.
             object.__setattr__(self, "_forward", torch.compile(self.gpt, dynamic=False, fullgraph=True))
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, V) of the (possibly compiled) GPT."""
-        return self._forward(input_ids)
+    def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) of the (possibly compiled) GPT; ``cu_seqlens`` only with document packing."""
+        if cu_seqlens is None:
+            return self._forward(input_ids)
+        return self._forward(input_ids, cu_seqlens=cu_seqlens)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -74,13 +76,18 @@ class GolfLM(L.LightningModule):
         if isinstance(wrapper, DistributedDataParallel):
             wrapper.require_backward_grad_sync = enabled
 
-    def accumulate_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Forward/backward every micro-batch of ``x``/``y`` (grad_accum, B, T); return the mean loss (detached)."""
+    def accumulate_gradients(
+        self, x: torch.Tensor, y: torch.Tensor, cu_seqlens: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Forward/backward every micro-batch of ``x``/``y`` (grad_accum, B, T); return the mean loss (detached).
+
+        ``cu_seqlens`` (grad_accum, K) comes with document-packed batches (``GolfDataModule(document_packing=True)``).
+        """
         n = x.size(0)
         total = torch.zeros((), device=x.device)
         for m in range(n):
             self._ddp_sync(m == n - 1)
-            loss = mean_nll(self(x[m]), y[m])
+            loss = mean_nll(self(x[m], None if cu_seqlens is None else cu_seqlens[m]), y[m])
             self.manual_backward(loss / n)
             total += loss.detach()
         self._ddp_sync(True)
@@ -117,9 +124,8 @@ class GolfLM(L.LightningModule):
         for opt in optimizers:
             opt.optimizer.zero_grad(set_to_none=True)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        loss = self.accumulate_gradients(x, y)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        loss = self.accumulate_gradients(*batch)  # (x, y) or, with document packing, (x, y, cu_seqlens)
         self.optimizer_step_all(self.trainer.global_step)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, sync_dist=True)
         self.log("train/lr_mult", self.lr_multiplier, on_step=True, on_epoch=False)

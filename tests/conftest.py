@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny model configs, the bundled sample, and the ../shared data when present."""
+"""Shared fixtures: tiny model configs, the bundled sample, and the real FineWeb text slice under tests/data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from golf_lit.config import ModelConfig
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.paths import SAMPLE_TOKENIZER, resolve
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Real FineWeb text shipped with the tests (provenance: tests/data/NOTICE.md).
+TEST_DATA = Path(__file__).resolve().parent / "data"
+VAL_DOCS = TEST_DATA / "fineweb_val_docs.jsonl"
+TRAIN_DOCS = TEST_DATA / "fineweb_train_docs.jsonl"
 
 # The tests use tiny tensors: one intra-op thread avoids oversubscribing the CI machine's two shared cores.
 torch.set_num_threads(1)
@@ -36,10 +39,3 @@ def tiny_model_config() -> ModelConfig:
 def sample_luts():
     sp = load_tokenizer(resolve(SAMPLE_TOKENIZER))
     return build_byte_luts(sp, 1024)
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not (SHARED_DATA / "fineweb_sample_sp1024").is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA} (only present in the development checkout)")
-    return SHARED_DATA

@@ -13,8 +13,8 @@ from golf_lit.data.cli import main as data_main
 from golf_lit.data.encode import check_uint16_vocab, encode_chunk, tokenize_documents
 from golf_lit.data.shards import load_shard, read_shard_header
 from golf_lit.paths import resolve
+from tests.conftest import TRAIN_DOCS, VAL_DOCS
 
-SHARED = Path(__file__).parents[1] / ".." / "shared" / "data"
 SAMPLE_TOKENIZER = resolve("sample:tokenizers/fineweb_1024_bpe.model")
 
 
@@ -37,36 +37,41 @@ TEXTS = [
 ]
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real FineWeb sample) is not present")
-def test_val_docs_reproduce_the_shipped_shard_byte_for_byte(tmp_path: Path) -> None:
+def _head(src: Path, n: int, dst: Path) -> Path:
+    dst.write_text("".join(src.read_text(encoding="utf-8").splitlines(keepends=True)[:n]), encoding="utf-8")
+    return dst
+
+
+def test_val_docs_reproduce_the_bundled_shard_byte_for_byte(tmp_path: Path) -> None:
+    """The bundled val shard is the first 36 of the 200 val docs, tokenized as the challenge does."""
     report = tokenize_documents(
-        SHARED / "fineweb_sample_text" / "val_docs.jsonl",
-        SHARED / "tokenizers" / "fineweb_1024_bpe.model",
-        tmp_path,
-        num_val_docs=200,
+        _head(VAL_DOCS, 36, tmp_path / "val36.jsonl"),
+        SAMPLE_TOKENIZER,
+        tmp_path / "out",
+        num_val_docs=36,
         workers=2,
         progress=False,
     )
     assert [p.name for p in report.val_files] == ["fineweb_val_000000.bin"] and report.train_files == []
-    assert report.num_val_docs == 200 and report.num_train_docs == 0
-    expected = (SHARED / "fineweb_sample_sp1024" / "fineweb_val_000000.bin").read_bytes()
-    assert (tmp_path / "fineweb_val_000000.bin").read_bytes() == expected
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fineweb_val_000000.bin"]
+    assert report.num_val_docs == 36 and report.num_train_docs == 0
+    expected = Path(resolve("sample:fineweb10B_sp1024/fineweb_val_000000.bin")).read_bytes()
+    assert (tmp_path / "out" / "fineweb_val_000000.bin").read_bytes() == expected
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fineweb_val_000000.bin"]
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real FineWeb sample) is not present")
-def test_train_docs_reproduce_the_shipped_train_shard(tmp_path: Path) -> None:
+def test_train_docs_reproduce_the_bundled_train_shard(tmp_path: Path) -> None:
+    """The bundled train shard is the first 280 train docs; their extra keys (id, url, ...) are ignored."""
     report = tokenize_documents(
-        SHARED / "fineweb_sample_text" / "train_docs.jsonl",  # extra keys (id, url, ...) are ignored
-        SHARED / "tokenizers" / "fineweb_1024_bpe.model",
-        tmp_path,
+        _head(TRAIN_DOCS, 280, tmp_path / "train280.jsonl"),
+        SAMPLE_TOKENIZER,
+        tmp_path / "out",
         num_val_docs=0,
         workers=2,
         progress=False,
     )
-    assert (report.num_train_docs, report.train_tokens, report.val_files) == (2800, 8_145_150, [])
-    expected = (SHARED / "fineweb_sample_sp1024" / "fineweb_train_000000.bin").read_bytes()
-    assert (tmp_path / "fineweb_train_000000.bin").read_bytes() == expected
+    assert (report.num_train_docs, report.train_tokens, report.val_files) == (280, 828_667, [])
+    expected = Path(resolve("sample:fineweb10B_sp1024/fineweb_train_000000.bin")).read_bytes()
+    assert (tmp_path / "out" / "fineweb_train_000000.bin").read_bytes() == expected
 
 
 def test_each_document_is_bos_plus_its_encoding(tmp_path: Path) -> None:

@@ -13,11 +13,9 @@ from golf_lit.data.cli import main as data_main
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.data.vocab import check_tokenizer_matches
 from golf_lit.paths import resolve
+from tests.conftest import VAL_DOCS
 
-SHARED = Path(__file__).parents[1] / ".." / "shared" / "data"
-VAL_DOCS = SHARED / "fineweb_sample_text" / "val_docs.jsonl"
 CHALLENGE_TOKENIZER = resolve("sample:tokenizers/fineweb_1024_bpe.model")
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (real FineWeb sample) is not present")
 
 
 def _texts(path: Path) -> list[str]:
@@ -26,14 +24,11 @@ def _texts(path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    if not SHARED.is_dir():
-        pytest.skip("../shared/data (real FineWeb sample) is not present")
     out = tmp_path_factory.mktemp("tok")
     report = train_tokenizer(VAL_DOCS, vocab_size=512, out=out, heldout_docs=20, num_threads=1)
     return report, spm.SentencePieceProcessor(model_file=str(report.model_path)), out
 
 
-@needs_shared
 def test_files_and_special_ids(trained) -> None:
     report, sp, out = trained
     assert sorted(p.name for p in out.iterdir()) == ["fineweb_512_bpe.model", "fineweb_512_bpe.vocab"]  # no temp dir
@@ -46,7 +41,6 @@ def test_files_and_special_ids(trained) -> None:
     assert report.train_docs == 180 and report.heldout_docs == 20
 
 
-@needs_shared
 def test_challenge_flags(trained) -> None:
     _, sp, _ = trained
     challenge = spm.SentencePieceProcessor(model_file=str(CHALLENGE_TOKENIZER))
@@ -60,7 +54,6 @@ def test_challenge_flags(trained) -> None:
     assert sp.unk_id() not in sp.encode("🦜 東京 Ω")
 
 
-@needs_shared
 def test_heldout_roundtrip_and_tokens_per_byte(trained) -> None:
     report, sp, _ = trained
     heldout = _texts(VAL_DOCS)[-20:]
@@ -75,7 +68,6 @@ def test_heldout_roundtrip_and_tokens_per_byte(trained) -> None:
     assert 0.2 < report.tokens_per_byte < 1.0  # a 512-piece BPE compresses English somewhat
 
 
-@needs_shared
 def test_cli_prints_tokens_per_byte(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(VAL_DOCS.read_text(encoding="utf-8").splitlines(keepends=True)[:120]), encoding="utf-8")

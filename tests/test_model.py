@@ -89,8 +89,20 @@ def test_causality_with_every_trick():
         out = model(changed)
         torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=0)  # earlier positions bit-identical
         assert not torch.allclose(out[:, t], base[:, t])  # and the change is visible at t
-    # window starts: a sequence that is a suffix starts with the reserved bigram bucket and zero smear
-    torch.testing.assert_close(model(ids[:, 8:])[:, 0], model(ids[:, 8:9])[:, 0], rtol=0, atol=1e-6)
+    # window starts: a sequence that is a suffix starts with the reserved bigram bucket and zero smear. A 16-token
+    # and a 1-token forward differ only in matmul blocking (summation order): in fp32 that is a few ulps of logits
+    # up to 30 (1 ulp = 1.9e-6 there), machine-dependent. In float64 the same reordering is ~1e-15, while any leak of
+    # the dropped prefix moves logits by O(1) (see test_window_start_leak_is_visible_in_float64), so 1e-9 separates
+    # the two by six orders of magnitude either way.
+    m64 = model.double()
+    torch.testing.assert_close(m64(ids[:, 8:])[:, 0], m64(ids[:, 8:9])[:, 0], rtol=0, atol=1e-9)
+
+
+def test_window_start_leak_is_visible_in_float64():
+    """The contrast for the check above: a window that keeps one more token of prefix differs by far more than 1e-9."""
+    model = _randomize(GPT(tiny_config(num_layers=4, xsa_last_n=4))).double()
+    ids = torch.randint(0, 64, (2, 24))
+    assert (model(ids[:, 7:])[:, 1] - model(ids[:, 8:9])[:, 0]).abs().max() > 1e-3
 
 
 def _plain_equivalent(on_cfg: ModelConfig, off_cfg: ModelConfig, neutralise) -> None:

@@ -9,7 +9,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from golf_lit.optim.muon import NS_COEFFICIENTS, Muon, zeropower_newton_schulz
+from golf_lit.optim.muon import (
+    NS_COEFFICIENTS,
+    POLAR_EXPRESS_COEFFICIENTS,
+    Muon,
+    row_normalize,
+    zeropower_newton_schulz,
+)
 
 RAMP = (0.92, 0.955, 0.99)  # the record's momentum at steps 0, 750 and 1500
 
@@ -226,3 +232,116 @@ def test_sharded_step_equals_single_process(tmp_path):
         for p, w, buf in zip(params, weights, bufs):
             torch.testing.assert_close(w, p.detach(), rtol=0, atol=0)
             torch.testing.assert_close(buf, opt.state[p]["momentum_buffer"], rtol=0, atol=0)
+
+
+# --- Leaderboard-top options (docs/top-stack.md §4.2): Polar Express coefficients and MuonEq-R ---------------
+
+PE = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+def quintic_by_hand(s: float, triples) -> float:
+    """One singular value through X <- aX + (bA + cA^2)X, i.e. s <- a s + b s^3 + c s^5, in Python floats."""
+    for a, b, c in triples:
+        s = a * s + b * s**3 + c * s**5
+    return s
+
+
+def test_polar_express_constants_are_the_records():
+    assert [tuple(t) for t in POLAR_EXPRESS_COEFFICIENTS] == PE
+
+
+def test_polar_express_triples_are_applied_in_order():
+    # diag(3, 4) has ||G||_F = 5, so X0 = diag(3/(5+eps), 4/(5+eps)) and every iterate stays diagonal: each
+    # diagonal entry follows the scalar quintic of its own (a_k, b_k, c_k), which Python floats compute exactly
+    # enough for a 1e-12 comparison with the float64 matrix path.
+    g = torch.tensor([[3.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
+    out = zeropower_newton_schulz(g, steps=5, coefficients=POLAR_EXPRESS_COEFFICIENTS, dtype=torch.float64)
+    assert out.dtype == torch.float64
+    norm = 5.0 + 1e-7
+    expected = [quintic_by_hand(3.0 / norm, PE), quintic_by_hand(4.0 / norm, PE)]
+    torch.testing.assert_close(out.diagonal(), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
+    assert out[0, 1] == 0 and out[1, 0] == 0
+    # The order matters: reversed or repeated-first-triple schedules land far from the in-order iterate.
+    for wrong in (PE[::-1], [PE[0]] * 5, [PE[-1]] * 5):
+        assert abs(quintic_by_hand(3.0 / norm, wrong) - expected[0]) > 1e-2
+
+
+def test_polar_express_on_a_full_3x3_matches_the_singular_value_recursion():
+    g = torch.tensor([[2.0, -1.0, 0.5], [0.3, 1.5, -2.0], [1.0, 0.0, 0.25]], dtype=torch.float64)
+    u, s, vh = torch.linalg.svd(g)
+    s_out = [quintic_by_hand(float(v) / (float(g.norm()) + 1e-7), PE) for v in s]
+    expected = u @ torch.diag(torch.tensor(s_out, dtype=torch.float64)) @ vh
+    out = zeropower_newton_schulz(g, coefficients=POLAR_EXPRESS_COEFFICIENTS, dtype=torch.float64)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_more_steps_than_triples_repeat_the_last_triple():
+    g = torch.tensor([[3.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
+    out = zeropower_newton_schulz(g, steps=7, coefficients=POLAR_EXPRESS_COEFFICIENTS, dtype=torch.float64)
+    expected = quintic_by_hand(3.0 / (5.0 + 1e-7), PE + [PE[-1], PE[-1]])
+    assert out[0, 0].item() == pytest.approx(expected, rel=1e-12)
+    three = zeropower_newton_schulz(g, steps=3, coefficients=POLAR_EXPRESS_COEFFICIENTS, dtype=torch.float64)
+    assert three[0, 0].item() == pytest.approx(quintic_by_hand(3.0 / (5.0 + 1e-7), PE[:3]), rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(32, 80), (80, 32), (30, 50)])
+def test_polar_express_singular_values_in_band_bf16(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    sv = torch.linalg.svdvals(zeropower_newton_schulz(g, coefficients=POLAR_EXPRESS_COEFFICIENTS).float())
+    # measured over many random matrices in bf16: [0.85, 1.15] (the fixed triple gives [0.67, 1.14])
+    assert 0.8 < sv.min() and sv.max() < 1.2, (sv.min(), sv.max())
+
+
+def test_muon_polar_express_step_uses_those_coefficients():
+    w0, (g,) = problem((24, 48), n=1)
+    got = run_optimizer(lambda p: Muon(p, lr=0.1, ns_coefficients="polar_express"), w0, [g], [0.9])[0]
+    x = zeropower_newton_schulz(g.add(g, alpha=0.9), coefficients=POLAR_EXPRESS_COEFFICIENTS)  # Nesterov, buf = g
+    torch.testing.assert_close(got, w0.add(x.float(), alpha=-0.1), rtol=0, atol=0)
+    fixed = run_optimizer(lambda p: Muon(p, lr=0.1), w0, [g], [0.9])[0]
+    assert rel_err(got - w0, fixed - w0) > 0.05  # a different update, not bf16 noise
+
+
+def test_row_normalize_divides_rows_with_floor():
+    g = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1e-9, 0.0]])
+    torch.testing.assert_close(row_normalize(g), torch.tensor([[0.6, 0.8], [0.0, 0.0], [1e-2, 0.0]]))
+
+
+def test_muon_eq_r_normalizes_rows_before_orthogonalization():
+    _, (g,) = problem((16, 24), n=1)
+    huge = g.clone()
+    huge[3] *= 2.0**20  # one huge row; a power of two keeps the row normalization exact
+    zeros = torch.zeros(16, 24)
+    eq_r = lambda p: Muon(p, lr=1.0, momentum=0.0, row_normalize=True)  # noqa: E731
+    plain = lambda p: Muon(p, lr=1.0, momentum=0.0)  # noqa: E731
+    upd = run_optimizer(eq_r, zeros, [g], [0.0])[0]
+    # the huge row is invisible to MuonEq-R: both inputs have the same row-normalized form
+    assert torch.equal(run_optimizer(eq_r, zeros, [huge], [0.0])[0], upd)
+    # the update is NS of the row-normalized matrix (normalize, then orthogonalize) ...
+    torch.testing.assert_close(-upd, zeropower_newton_schulz(row_normalize(g)).float(), rtol=0, atol=0)
+    # ... which is not plain Muon, nor plain Muon with rows normalized afterwards
+    assert rel_err(-run_optimizer(plain, zeros, [g], [0.0])[0], -upd) > 0.02
+    assert rel_err(row_normalize(zeropower_newton_schulz(g).float()), -upd) > 0.02
+    # without MuonEq-R the huge row dominates: the update is nearly rank one
+    sv = torch.linalg.svdvals(run_optimizer(plain, zeros, [huge], [0.0])[0])
+    assert sv[1] < 0.05 * sv[0]
+
+
+def test_muon_eq_r_leaves_the_momentum_buffer_alone():
+    w0, (g1, g2) = problem((16, 8), n=2)
+    w = torch.nn.Parameter(w0.clone())
+    opt = Muon([w], lr=0.01, momentum=0.9, row_normalize=True, ns_coefficients="polar_express")
+    for g in (g1, g2):
+        w.grad = g.clone()
+        opt.step()
+    torch.testing.assert_close(opt.state[w]["momentum_buffer"], 0.9 * g1 + g2)
+
+
+def test_muon_rejects_unknown_coefficient_names():
+    with pytest.raises(ValueError, match="ns_coefficients"):
+        Muon([torch.nn.Parameter(torch.zeros(4, 4))], ns_coefficients="quintic")

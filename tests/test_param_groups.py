@@ -8,7 +8,7 @@ from torch import nn
 
 from golf_lit.config import ModelConfig
 from golf_lit.optim.config import OptimConfig
-from golf_lit.optim.muon import Muon
+from golf_lit.optim.muon import NS_COEFFICIENTS, POLAR_EXPRESS_COEFFICIENTS, Muon
 from golf_lit.optim.param_groups import build_optimizers, build_param_groups
 
 # (name, shape, group) for every record parameter name, plus control-named and bias-like extras
@@ -168,3 +168,63 @@ def test_optim_config_record_defaults():
     assert (cfg.matrix_lr, cfg.scalar_lr, cfg.tied_embed_lr, cfg.muon_momentum) == (0.025, 0.025, 0.035, 0.99)
     assert (cfg.muon_momentum_warmup_start, cfg.muon_momentum_warmup_steps, cfg.muon_wd) == (0.92, 1500, 0.04)
     assert (cfg.beta1, cfg.beta2, cfg.adam_eps, cfg.grad_clip_norm, cfg.muon_shard_ns) == (0.9, 0.95, 1e-8, 0.3, False)
+
+
+# --- Leaderboard-top options (docs/top-stack.md §4.1-4.2) -------------------------------------------------
+
+
+def test_top_options_reach_their_groups_only():
+    model = gpt(ModelConfig(**TINY))
+    cfg = OptimConfig(
+        adam_wd=0.02,
+        embed_wd=0.085,
+        beta2=0.99,
+        embed_beta2=0.98,
+        scalar_beta2=0.97,
+        ns_coefficients="polar_express",
+        muon_row_normalize=True,
+    )
+    token, muon, scalar = build_optimizers(model, cfg)
+    assert (token.param_groups[0]["weight_decay"], token.param_groups[0]["betas"]) == (0.085, (0.9, 0.98))
+    assert (scalar.param_groups[0]["weight_decay"], scalar.param_groups[0]["betas"]) == (0.02, (0.9, 0.97))
+    m = muon.param_groups[0]
+    assert m["ns_coefficients"] == POLAR_EXPRESS_COEFFICIENTS and m["row_normalize"] is True
+    ids = [id(p) for o in (token, muon, scalar) for g in o.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
+
+
+def test_untied_head_keeps_adam_wd_and_beta2():
+    model = gpt(ModelConfig(**TINY, tie_embeddings=False))
+    head = build_optimizers(model, OptimConfig(embed_wd=0.5, embed_beta2=0.5, scalar_beta2=0.6))[3]
+    assert (head.param_groups[0]["weight_decay"], head.param_groups[0]["betas"]) == (0.04, (0.9, 0.95))
+
+
+def test_top_options_unset_give_the_record_settings():
+    cfg = OptimConfig()
+    assert (cfg.ns_coefficients, cfg.muon_row_normalize) == ("fixed", False)
+    assert (cfg.embed_wd, cfg.embed_beta2, cfg.scalar_beta2) == (None, None, None)
+    token, muon, scalar = build_optimizers(gpt(ModelConfig(**TINY)), cfg)
+    for opt in (token, scalar):
+        assert (opt.param_groups[0]["weight_decay"], opt.param_groups[0]["betas"]) == (0.04, (0.9, 0.95))
+    assert muon.param_groups[0]["ns_coefficients"] == NS_COEFFICIENTS
+    assert muon.param_groups[0]["row_normalize"] is False
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("ns_coefficients", "quintic"), ("embed_wd", -0.1), ("embed_beta2", 1.0), ("scalar_beta2", -0.5)],
+)
+def test_optim_config_rejects_bad_top_values_naming_key(key, value):
+    with pytest.raises(ValueError, match=rf"optim\.{key}"):
+        OptimConfig(**{key: value})
+
+
+def test_top_options_at_neutral_values_equal_the_defaults():
+    def settings(cfg):
+        torch.manual_seed(0)
+        opts = build_optimizers(gpt(ModelConfig(**TINY)), cfg)
+        return [{k: v for k, v in o.param_groups[0].items() if k != "params"} for o in opts]
+
+    neutral = OptimConfig(embed_wd=0.04, embed_beta2=0.95, scalar_beta2=0.95, ns_coefficients="fixed")
+    assert settings(neutral) == settings(OptimConfig())
+    assert settings(OptimConfig(embed_wd=0.0)) != settings(OptimConfig())  # the comparison can fail

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from golf_lit.optim.schedules import lr_multiplier, muon_momentum
+from golf_lit.optim.schedules import lr_multiplier, muon_momentum, warmdown_frac_multiplier
 
 CAP_MS = 600_000.0
 
@@ -77,3 +77,43 @@ def test_muon_momentum_ramp(step, expected):
 @pytest.mark.parametrize("warmup_steps", [0, -1])
 def test_muon_momentum_without_warmup(warmup_steps):
     assert muon_momentum(0, start=0.92, end=0.99, warmup_steps=warmup_steps) == 0.99
+
+
+# Leaderboard-top rule (docs/top-stack.md §4.3) at its settings, warmdown_frac 0.85 and min_lr 0.1:
+# the decay starts at frac 0.15 and hits the floor at frac 1 - 0.85 * 0.1 = 0.915.
+FRAC_TABLE = [
+    # frac, expected multiplier
+    (0.0, 1.0),
+    (0.1, 1.0),
+    (0.149, 1.0),
+    (0.15, 1.0),  # (1 - 0.15) / 0.85
+    (0.575, 0.5),  # 0.425 / 0.85
+    (0.83, 0.2),  # 0.17 / 0.85
+    (0.915, 0.1),  # 0.085 / 0.85: reaches the floor
+    (0.95, 0.1),  # 0.05 / 0.85 = 0.0588... is floored
+    (1.0, 0.1),
+    (1.3, 0.1),  # past the budget (the stop comes one step late): still the floor
+]
+
+
+@pytest.mark.parametrize("frac,expected", FRAC_TABLE)
+def test_warmdown_frac_table(frac, expected):
+    assert warmdown_frac_multiplier(frac, warmdown_frac=0.85, min_lr=0.1) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("frac,expected", [(0.0, 1.0), (0.25, 0.75), (0.5, 0.5), (1.0, 0.0), (1.5, 0.0)])
+def test_warmdown_frac_whole_budget_without_floor(frac, expected):
+    assert warmdown_frac_multiplier(frac, warmdown_frac=1.0, min_lr=0.0) == pytest.approx(expected, abs=1e-15)
+
+
+def test_warmdown_frac_zero_disables():
+    assert warmdown_frac_multiplier(0.999, warmdown_frac=0.0, min_lr=0.1) == 1.0
+
+
+def test_top_budget_times():
+    # 600 s cap minus 0.5 s GPTQ reserve = 599,500 ms: decay from 89,925 ms, floor from 548,542.5 ms
+    budget = 599_500.0
+    assert warmdown_frac_multiplier(89_924.0 / budget, warmdown_frac=0.85, min_lr=0.1) == 1.0
+    assert warmdown_frac_multiplier(89_925.0 / budget, warmdown_frac=0.85, min_lr=0.1) == pytest.approx(1.0)
+    assert warmdown_frac_multiplier(548_542.0 / budget, warmdown_frac=0.85, min_lr=0.1) > 0.1
+    assert warmdown_frac_multiplier(548_543.0 / budget, warmdown_frac=0.85, min_lr=0.1) == 0.1

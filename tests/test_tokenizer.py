@@ -12,7 +12,8 @@ import torch
 from golf_lit.data.shards import load_shard
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.metrics import BitsPerByte, bpb_from_sums
-from golf_lit.paths import SAMPLE_TOKENIZER, resolve
+from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+from tests.conftest import VAL_DOCS
 
 
 def test_luts_on_known_pieces(sample_luts):
@@ -66,22 +67,22 @@ def test_metric_accumulates_across_updates(sample_luts):
     assert metric.token_count.item() == 32
 
 
-def test_lut_bytes_equal_sentencepiece_decoding_on_real_val(shared_data):
+def test_lut_bytes_equal_sentencepiece_decoding_on_real_val():
     """Every val document's LUT byte total equals the UTF-8 length of sentencepiece's decoding of it.
 
     (The decoded text is the NFKC-normalised text, so it can differ from the raw document: the byte count
-    is of what the tokens encode, which is what bpb measures.)
+    is of what the tokens encode, which is what bpb measures.) Runs on the bundled 36-document val shard.
     """
-    sp = load_tokenizer(shared_data / "tokenizers" / "fineweb_1024_bpe.model")
+    sp = load_tokenizer(resolve(SAMPLE_TOKENIZER))
     luts = build_byte_luts(sp, 1024)
-    tokens = np.asarray(load_shard(shared_data / "fineweb_sample_sp1024" / "fineweb_val_000000.bin")).astype(np.int64)
+    tokens = np.asarray(load_shard(resolve(SAMPLE_VAL_FILES).replace("*", "000000"))).astype(np.int64)
     starts = np.flatnonzero(tokens == 1).tolist() + [tokens.size]
-    assert len(starts) - 1 == 200
+    assert len(starts) - 1 == 36
     for a, b in zip(starts[:-1], starts[1:]):
         doc = torch.from_numpy(tokens[a:b])
         lut_bytes = int(luts.token_bytes(doc[:-1], doc[1:]).sum())
         assert lut_bytes == len(sp.decode(doc[1:].tolist()).encode("utf-8")), f"document at token {a}"
-    with open(shared_data / "fineweb_sample_text" / "val_docs.jsonl") as f:
+    with open(VAL_DOCS, encoding="utf-8") as f:
         first = json.loads(f.readline())["text"]
     assert sp.decode(tokens[1 : starts[1]].tolist()) == sp.decode(sp.encode(first))
 

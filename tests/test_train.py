@@ -268,3 +268,25 @@ def test_two_ranks_equal_one_rank_with_two_micro_batches(tmp_path):
         # projections (rank-deficient gradients), so weights agree to ~2% of one lr-sized step.
         torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=0.02 * 0.025)
     assert not torch.equal(w1["blocks.0.attn.c_q.weight"], init["blocks.0.attn.c_q.weight"])  # a real step
+
+
+def test_reserve_stops_the_clock_early_and_drives_the_fraction_warmdown(tmp_path, monkeypatch):
+    clock = {"t": 1000.0}
+    monkeypatch.setattr("callbacks.wallclock.time.perf_counter", lambda: clock["t"])
+
+    class Tick(Callback):  # each training step takes 100 ms
+        def on_train_batch_end(self, *args) -> None:
+            clock["t"] += 0.1
+
+    mults = []
+
+    class Mult(Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            mults.append(pl_module.lr_multiplier)
+
+    wall = WallClockLimit(max_wallclock_seconds=0.65, reserve_seconds=0.2)  # budget 450 ms
+    trainer = make_trainer(tmp_path, [Tick(), wall, Warmdown(warmdown_frac=0.5, min_lr=0.3), Mult()], max_steps=50)
+    trainer.fit(tiny_module(), tiny_data())
+    assert trainer.global_step == 5  # 500 ms >= 450 ms; without the reserve it would run to 700 ms
+    # frac at each step start = 100 k / 450: 0, 0.22, 0.44 -> 1; 0.67 -> 0.33 / 0.5; 0.89 -> 0.22, floored at 0.3
+    assert mults == pytest.approx([1.0, 1.0, 1.0, 2.0 / 3.0, 0.3])

@@ -21,16 +21,16 @@ from golf_lit.data.vocab import check_tokenizer_matches
 from golf_lit.eval.standard import evaluate_standard
 from golf_lit.model.gpt import GPT
 from golf_lit.quant import QuantConfig, export_artifact, load_artifact_state_dict
+from tests.conftest import TRAIN_DOCS, VAL_DOCS
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, shared_data):
+def corpus(tmp_path_factory):
     """300 training documents and 20 validation documents of real FineWeb text."""
     tmp = tmp_path_factory.mktemp("vocab")
-    src = shared_data / "fineweb_sample_text"
-    with open(src / "train_docs.jsonl") as f:
+    with open(TRAIN_DOCS) as f:
         train = [json.loads(next(f))["text"] for _ in range(300)]
-    with open(src / "val_docs.jsonl") as f:
+    with open(VAL_DOCS) as f:
         val = [json.loads(next(f))["text"] for _ in range(20)]
     train_path, all_path = tmp / "train.jsonl", tmp / "all.jsonl"
     train_path.write_text("".join(json.dumps({"text": t}) + "\n" for t in train))

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from golf_lit.data.byte_source import ByteSource, SidecarBytes, load_byte_source
+from golf_lit.data.packing import document_cu_seqlens, pad_cu_seqlens
 from golf_lit.data.shards import TokenStream, load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.eval.standard import rank_range
@@ -18,6 +19,10 @@ class TrainStream(IterableDataset):
 
     Step ``k`` uses micro-batches ``k * grad_accum ... (k + 1) * grad_accum - 1`` of the seed's stream
     (SPEC §2.3), so the data position is fully determined by the optimizer step it starts from.
+
+    With ``document_packing`` (docs/top-stack.md §2.4) each micro-batch is the same rank slice as one packed row,
+    ``(x, y)`` of shape (grad_accum, 1, local_tokens), plus ``cu_seqlens`` (grad_accum, K): int32 segment starts
+    of each row (``golf_lit.data.packing.document_cu_seqlens``), the rows padded to a common K.
     """
 
     def __init__(
@@ -29,19 +34,26 @@ class TrainStream(IterableDataset):
         seq_len: int,
         rank: int,
         world_size: int,
+        document_packing: bool = False,
+        bos_id: int = 1,
+        max_segment_len: int = 2048,
     ) -> None:
         self.stream, self.start_step, self.grad_accum = stream, start_step, grad_accum
         self.local_tokens, self.seq_len, self.rank, self.world_size = local_tokens, seq_len, rank, world_size
+        self.document_packing, self.bos_id, self.max_segment_len = document_packing, bos_id, max_segment_len
 
-    def step_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The micro-batches of optimizer step ``step``."""
+    def step_batch(self, step: int) -> tuple[torch.Tensor, ...]:
+        """The micro-batches of optimizer step ``step``: ``(x, y)``, or ``(x, y, cu_seqlens)`` when packing."""
+        row_len = self.local_tokens if self.document_packing else self.seq_len  # packing: one row per micro-batch
         pairs = [
-            self.stream.micro_batch(
-                step * self.grad_accum + m, self.local_tokens, self.seq_len, self.rank, self.world_size
-            )
+            self.stream.micro_batch(step * self.grad_accum + m, self.local_tokens, row_len, self.rank, self.world_size)
             for m in range(self.grad_accum)
         ]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        x, y = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        if not self.document_packing:
+            return x, y
+        cu = [document_cu_seqlens(p[0][0], self.bos_id, self.max_segment_len) for p in pairs]
+        return x, y, pad_cu_seqlens(cu)
 
     def __iter__(self):
         step = self.start_step
@@ -98,6 +110,11 @@ class GolfDataModule(L.LightningDataModule):
         grad_accum_steps: Micro-batches per optimizer step per rank; None = 8 // world_size (the seed's rule).
         val_batch_tokens: Validation tokens per forward over all ranks and micro-batches (the seed's VAL_BATCH_SIZE).
         val_max_tokens: Use only the first N validation tokens (None = the full split, as the challenge scores).
+        document_packing: Serve each rank's micro-batch as one packed row with ``cu_seqlens`` (segment starts at
+            every BOS, at the row start and every ``max_segment_len`` tokens), so attention stays inside documents
+            (docs/top-stack.md §2.4-2.5, record 0410-VarLen). Training batches become ``(x, y, cu_seqlens)``;
+            validation is unchanged. The BOS id is the tokenizer's.
+        max_segment_len: Longest attention segment when packing (top: 2048).
     """
 
     def __init__(
@@ -110,9 +127,11 @@ class GolfDataModule(L.LightningDataModule):
         grad_accum_steps: int | None = None,
         val_batch_tokens: int = 524_288,
         val_max_tokens: int | None = None,
+        document_packing: bool = False,
+        max_segment_len: int = 2048,
     ) -> None:
         super().__init__()
-        for key in ("train_batch_tokens", "train_seq_len", "val_batch_tokens"):
+        for key in ("train_batch_tokens", "train_seq_len", "val_batch_tokens", "max_segment_len"):
             if locals()[key] <= 0:
                 raise ValueError(f"data.{key}: must be positive, got {locals()[key]}")
         if grad_accum_steps is not None and grad_accum_steps <= 0:
@@ -122,6 +141,8 @@ class GolfDataModule(L.LightningDataModule):
         self.train_batch_tokens, self.train_seq_len = train_batch_tokens, train_seq_len
         self._grad_accum = grad_accum_steps
         self.val_batch_tokens, self.val_max_tokens = val_batch_tokens, val_max_tokens
+        self.document_packing, self.max_segment_len = document_packing, max_segment_len
+        self.bos_id: int | None = None
         self.luts: ByteSource | None = None
         """The byte source of val_bpb: the tokenizer's LUTs, or the CaseOps sidecar (``data.byte_source``)."""
         self.vocab_size: int | None = None
@@ -167,6 +188,12 @@ class GolfDataModule(L.LightningDataModule):
         self.check_batch_shape()
         sp = load_tokenizer(resolve(self.tokenizer_path))
         self.vocab_size = int(sp.vocab_size())
+        self.bos_id = int(sp.bos_id())
+        if self.document_packing and self.bos_id < 0:
+            raise ValueError(
+                f"data.document_packing: the tokenizer {self.tokenizer_path} defines no BOS id, so documents cannot "
+                "be found in the token stream"
+            )
         if stage in (None, "fit"):
             self.stream = TokenStream(resolve(self.train_files))
         self.val_tokens = load_validation_tokens(resolve(self.val_files), self.train_seq_len, self.val_max_tokens)
@@ -175,7 +202,16 @@ class GolfDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         start = self.trainer.global_step if self.trainer is not None else 0  # resume continues at the same position
         ds = TrainStream(
-            self.stream, start, self.grad_accum_steps, self.local_tokens, self.train_seq_len, self.rank, self.world_size
+            self.stream,
+            start,
+            self.grad_accum_steps,
+            self.local_tokens,
+            self.train_seq_len,
+            self.rank,
+            self.world_size,
+            document_packing=self.document_packing,
+            bos_id=self.bos_id if self.bos_id is not None else 1,
+            max_segment_len=self.max_segment_len,
         )
         return DataLoader(ds, batch_size=None)
 

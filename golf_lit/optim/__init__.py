@@ -1,17 +1,20 @@
 """Optimizers of the record recipe: Muon, the parameter-group split and the lr/momentum schedules."""
 
 from golf_lit.optim.config import OptimConfig
-from golf_lit.optim.muon import Muon, zeropower_newton_schulz
+from golf_lit.optim.muon import POLAR_EXPRESS_COEFFICIENTS, Muon, row_normalize, zeropower_newton_schulz
 from golf_lit.optim.param_groups import ParamGroup, build_optimizers, build_param_groups
-from golf_lit.optim.schedules import lr_multiplier, muon_momentum
+from golf_lit.optim.schedules import lr_multiplier, muon_momentum, warmdown_frac_multiplier
 
 __all__ = [
     "Muon",
     "OptimConfig",
+    "POLAR_EXPRESS_COEFFICIENTS",
     "ParamGroup",
     "build_optimizers",
     "build_param_groups",
     "lr_multiplier",
     "muon_momentum",
+    "row_normalize",
+    "warmdown_frac_multiplier",
     "zeropower_newton_schulz",
 ]

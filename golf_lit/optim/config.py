@@ -41,6 +41,17 @@ class OptimConfig:
     """AdamW epsilon."""
     grad_clip_norm: float = 0.3
     """Global L2 norm clip over all parameters each step (0 = no clipping)."""
+    ns_coefficients: str = "fixed"
+    """Muon's Newton-Schulz coefficients: "fixed" (one triple, the record) or "polar_express" (one triple per
+    iteration, the leaderboard top; docs/top-stack.md §4.2)."""
+    muon_row_normalize: bool = False
+    """MuonEq-R: divide each row of Muon's Nesterov update by its L2 norm before orthogonalizing (top: true)."""
+    embed_wd: float | None = None
+    """AdamW weight decay of the token group (tok_emb, bigram.embed); None = adam_wd (top: 0.085)."""
+    embed_beta2: float | None = None
+    """AdamW beta2 of the token group; None = beta2."""
+    scalar_beta2: float | None = None
+    """AdamW beta2 of the scalar/control group; None = beta2."""
 
     def __post_init__(self) -> None:
         def bad(key: str, msg: str) -> ValueError:
@@ -49,12 +60,14 @@ class OptimConfig:
         for key in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr"):
             if not getattr(self, key) > 0:
                 raise bad(key, "must be positive")
-        for key in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2"):
-            if not 0 <= getattr(self, key) < 1:
-                raise bad(key, "must be in [0, 1)")
-        for key in ("muon_wd", "adam_wd", "grad_clip_norm"):
-            if not getattr(self, key) >= 0:
-                raise bad(key, "must be >= 0")
+        for key in ("muon_momentum", "muon_momentum_warmup_start", "beta1", "beta2", "embed_beta2", "scalar_beta2"):
+            if getattr(self, key) is not None and not 0 <= getattr(self, key) < 1:
+                raise bad(key, "must be in [0, 1)" + (" or null" if key.endswith("_beta2") else ""))
+        for key in ("muon_wd", "adam_wd", "grad_clip_norm", "embed_wd"):
+            if getattr(self, key) is not None and not getattr(self, key) >= 0:
+                raise bad(key, "must be >= 0" + (" or null" if key == "embed_wd" else ""))
+        if self.ns_coefficients not in ("fixed", "polar_express"):
+            raise bad("ns_coefficients", 'must be "fixed" or "polar_express"')
         if self.muon_momentum_warmup_steps < 0:
             raise bad("muon_momentum_warmup_steps", "must be >= 0")
         if self.muon_backend_steps < 1:

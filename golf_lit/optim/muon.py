@@ -21,36 +21,95 @@ from torch import Tensor
 NS_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 """Quintic Newton-Schulz coefficients (a, b, c) tuned for a steep slope at zero (modded-nanogpt)."""
 
+# Polar Express (Amsel et al. 2025; parameter-golf PR #1344, adopted in record 0423-PolarNS, PR #1787):
+# one (a, b, c) per iteration, applied in this order (docs/top-stack.md §4.2).
+POLAR_EXPRESS_COEFFICIENTS: tuple[tuple[float, float, float], ...] = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+"""Per-iteration Newton-Schulz coefficients (a_k, b_k, c_k) of the leaderboard top, k = 1..5."""
+
+Coefficients = tuple[float, float, float] | tuple[tuple[float, float, float], ...]
+"""One (a, b, c) for every iteration, or one per iteration."""
+
+NS_COEFFICIENT_SETS: dict[str, Coefficients] = {
+    "fixed": NS_COEFFICIENTS,
+    "polar_express": POLAR_EXPRESS_COEFFICIENTS,
+}
+"""The values of ``OptimConfig.ns_coefficients`` and the coefficients each selects."""
+
+
+def ns_schedule(coefficients: Coefficients, steps: int) -> list[tuple[float, float, float]]:
+    """The (a, b, c) of each of ``steps`` Newton-Schulz iterations.
+
+    A single triple is used for every iteration. A sequence of triples is applied in order; with more
+    iterations than triples the last triple is repeated. (The top record's code runs only its 5 Polar
+    Express triples whatever the step count while its comment says the last one is repeated, docs/top-stack.md
+    §10.13; golf-lit does what the comment says, so ``steps`` always means steps. Both run the same 5 iterations
+    at the record's 5 steps.)
+
+    Args:
+        coefficients: One (a, b, c) triple, or a sequence of them.
+        steps: Number of iterations.
+
+    Returns:
+        A list of ``steps`` triples.
+    """
+    if len(coefficients) == 3 and all(isinstance(v, (int, float)) for v in coefficients):
+        return [tuple(coefficients)] * steps  # type: ignore[list-item]
+    triples = [tuple(t) for t in coefficients]
+    if not triples or any(len(t) != 3 for t in triples):
+        raise ValueError(f"Newton-Schulz coefficients must be (a, b, c) or a sequence of them, got {coefficients!r}")
+    return [triples[min(k, len(triples) - 1)] for k in range(steps)]  # type: ignore[misc]
+
 
 def zeropower_newton_schulz(
-    g: Tensor, steps: int = 5, eps: float = 1e-7, coefficients: tuple[float, float, float] = NS_COEFFICIENTS
+    g: Tensor,
+    steps: int = 5,
+    eps: float = 1e-7,
+    coefficients: Coefficients = NS_COEFFICIENTS,
+    dtype: torch.dtype = torch.bfloat16,
 ) -> Tensor:
     """Approximately orthogonalize a matrix with a quintic Newton-Schulz iteration in bf16.
 
-    The singular vectors of ``g`` are kept and, for 5 steps, every singular value above about
-    0.0015 * ||g||_F lands in about [0.67, 1.15] (not exactly 1: the coefficients trade accuracy for speed).
+    The singular vectors of ``g`` are kept and, for 5 steps with the fixed coefficients, every singular value
+    above about 0.0015 * ||g||_F lands in about [0.67, 1.15] (not exactly 1: the coefficients trade accuracy
+    for speed).
 
     Args:
         g: 2-D tensor (any float dtype).
         steps: Number of iterations.
         eps: Added to the Frobenius norm before normalizing.
-        coefficients: (a, b, c) of ``X <- a*X + (b*A + c*A@A) @ X`` with ``A = X @ X.T``.
+        coefficients: (a, b, c) of ``X <- a*X + (b*A + c*A@A) @ X`` with ``A = X @ X.T``, or one triple per
+            iteration (see ``ns_schedule``).
+        dtype: Working dtype (bf16 in training; float64 lets tests check the arithmetic exactly).
 
     Returns:
-        A bf16 tensor with the shape of ``g``.
+        A tensor of ``dtype`` with the shape of ``g``.
     """
     if g.ndim != 2:
         raise ValueError(f"Newton-Schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
-    a, b, c = coefficients
-    x = g.bfloat16()
+    schedule = ns_schedule(coefficients, steps)
+    x = g.to(dtype)
     x = x / (x.norm() + eps)
     tall = x.size(0) > x.size(1)
     if tall:  # iterate on the wide orientation so A = X X^T is the smaller Gram matrix
         x = x.T
-    for _ in range(steps):
+    for a, b, c in schedule:
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
     return x.T if tall else x
+
+
+def row_normalize(g: Tensor, floor: float = 1e-7) -> Tensor:
+    """Divide every row of ``g`` by its L2 norm, clamped below at ``floor`` (MuonEq-R).
+
+    Origin: parameter-golf PR #1217, record 0403-EqR (docs/top-stack.md §4.2).
+    """
+    return g / g.norm(dim=-1, keepdim=True).clamp_min(floor)
 
 
 class Muon(torch.optim.Optimizer):
@@ -59,6 +118,10 @@ class Muon(torch.optim.Optimizer):
     Per parameter W with gradient G: ``buf = mu*buf + G`` (zero init); Nesterov ``G' = G + mu*buf``;
     ``X = NS(G')`` in bf16 scaled by ``sqrt(max(1, rows/cols))``; then ``W *= 1 - lr*wd`` and
     ``W -= lr * X``. Group keys ``lr`` and ``momentum`` may be rewritten every step (schedules).
+
+    Leaderboard-top options (docs/top-stack.md §4.2), both off by default: ``ns_coefficients="polar_express"``
+    uses one (a, b, c) per Newton-Schulz iteration, and ``row_normalize=True`` (MuonEq-R) divides every row of
+    ``G'`` by its L2 norm (floor 1e-7) before orthogonalizing. The momentum buffer is never normalized.
 
     With ``shard_ns=True`` and an initialized process group, matrix i is orthogonalized only on rank
     i mod world_size and the bf16 updates are summed with one all-reduce (the seed's speed trick). The
@@ -73,6 +136,9 @@ class Muon(torch.optim.Optimizer):
         backend_steps: Newton-Schulz iterations.
         weight_decay: Decoupled weight decay.
         shard_ns: Shard the orthogonalization across ranks when torch.distributed is initialized.
+        ns_coefficients: "fixed" (the record's single triple), "polar_express" (five per-iteration triples;
+            more than 5 steps repeat the last one, see ``ns_schedule``), or explicit coefficients.
+        row_normalize: MuonEq-R row normalization of ``G'`` before Newton-Schulz.
     """
 
     def __init__(
@@ -85,14 +151,29 @@ class Muon(torch.optim.Optimizer):
         backend_steps: int = 5,
         weight_decay: float = 0.0,
         shard_ns: bool = False,
+        ns_coefficients: str | Coefficients = "fixed",
+        row_normalize: bool = False,
     ) -> None:
         if lr < 0 or not 0 <= momentum < 1 or backend_steps < 1 or weight_decay < 0:
             raise ValueError(
                 f"Muon: need lr >= 0, 0 <= momentum < 1, backend_steps >= 1, weight_decay >= 0; got lr={lr}, "
                 f"momentum={momentum}, backend_steps={backend_steps}, weight_decay={weight_decay}"
             )
+        if isinstance(ns_coefficients, str):
+            if ns_coefficients not in NS_COEFFICIENT_SETS:
+                raise ValueError(
+                    f"Muon: ns_coefficients must be one of {sorted(NS_COEFFICIENT_SETS)}, got {ns_coefficients!r}"
+                )
+            ns_coefficients = NS_COEFFICIENT_SETS[ns_coefficients]
+        ns_schedule(ns_coefficients, backend_steps)  # validates the shape of explicit coefficients
         defaults = dict(
-            lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps, weight_decay=weight_decay
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            backend_steps=backend_steps,
+            weight_decay=weight_decay,
+            ns_coefficients=ns_coefficients,
+            row_normalize=row_normalize,
         )
         super().__init__(params, defaults)
         self.shard_ns = shard_ns
@@ -112,7 +193,10 @@ class Muon(torch.optim.Optimizer):
 
     def _update(self, p: Tensor, direction: Tensor, group: dict[str, Any]) -> Tensor:
         """Orthogonalized, shape-scaled bf16 update for one parameter."""
-        x = zeropower_newton_schulz(direction, steps=group["backend_steps"])
+        if group.get("row_normalize", False):  # .get: groups restored from checkpoints older than the option
+            direction = row_normalize(direction)
+        coefficients = group.get("ns_coefficients", NS_COEFFICIENTS)
+        x = zeropower_newton_schulz(direction, steps=group["backend_steps"], coefficients=coefficients)
         return x * math.sqrt(max(1.0, p.size(0) / p.size(1)))
 
     @torch.no_grad()

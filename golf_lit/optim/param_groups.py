@@ -106,7 +106,8 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     """Create the record's optimizers: AdamW (token), Muon (matrix), AdamW (scalar) [, AdamW (head)].
 
     Every param group carries ``base_lr`` (its peak lr) so a schedule can set ``lr = base_lr * m``.
-    AdamW is fused when all its parameters are on CUDA.
+    AdamW is fused when all its parameters are on CUDA. The token group takes ``embed_wd``/``embed_beta2`` and
+    the scalar group ``scalar_beta2`` when set (docs/top-stack.md §4.1), else ``adam_wd``/``beta2``.
 
     Args:
         model: The GPT.
@@ -117,13 +118,19 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     """
     groups = build_param_groups(model.named_parameters(), cfg)
 
+    def pick(value: float | None, default: float) -> float:
+        return default if value is None else value
+
+    wds = {"token": pick(cfg.embed_wd, cfg.adam_wd)}
+    beta2s = {"token": pick(cfg.embed_beta2, cfg.beta2), "scalar": pick(cfg.scalar_beta2, cfg.beta2)}
+
     def adamw(group: ParamGroup) -> torch.optim.AdamW:
         fused = all(p.is_cuda for p in group.params)
         return torch.optim.AdamW(
             [{"params": group.params, "lr": group.lr, "base_lr": group.lr}],
-            betas=(cfg.beta1, cfg.beta2),
+            betas=(cfg.beta1, beta2s.get(group.name, cfg.beta2)),
             eps=cfg.adam_eps,
-            weight_decay=cfg.adam_wd,
+            weight_decay=wds.get(group.name, cfg.adam_wd),
             fused=fused,
         )
 
@@ -136,6 +143,8 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
         backend_steps=cfg.muon_backend_steps,
         weight_decay=cfg.muon_wd,
         shard_ns=cfg.muon_shard_ns,
+        ns_coefficients=cfg.ns_coefficients,
+        row_normalize=cfg.muon_row_normalize,
     )
     optimizers: list[torch.optim.Optimizer] = [adamw(groups["token"]), muon, adamw(groups["scalar"])]
     if "head" in groups:

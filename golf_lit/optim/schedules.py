@@ -1,7 +1,9 @@
-"""Pure schedule functions: the wall-clock warmdown lr multiplier and the Muon momentum ramp (SPEC §7, §6.1).
+"""Pure schedule functions: the warmdown lr multipliers and the Muon momentum ramp (SPEC §7, §6.1).
 
-Both follow the record line's train_gpt.py (parameter-golf PR #638 -> #761): no lr warm-up, a linear
-warmdown to 0 that ends exactly at the wall-clock cap, and a linear momentum warm-up.
+``lr_multiplier`` and ``muon_momentum`` follow the record line's train_gpt.py (parameter-golf PR #638 -> #761):
+no lr warm-up, a linear warmdown to 0 that ends exactly at the wall-clock cap, and a linear momentum warm-up.
+``warmdown_frac_multiplier`` is the leaderboard top's fraction-of-budget warmdown with a floor
+(docs/top-stack.md §4.3).
 """
 
 from __future__ import annotations
@@ -38,6 +40,26 @@ def lr_multiplier(
     warmdown_ms = warmdown_iters * step_ms
     remaining_ms = max(max_wallclock_ms - elapsed_ms, 0.0)
     return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
+
+
+def warmdown_frac_multiplier(frac: float, *, warmdown_frac: float, min_lr: float = 0.0) -> float:
+    """Learning-rate multiplier of the leaderboard top: a warmdown over a fraction of the budget, with a floor.
+
+    Origin: WARMDOWN_FRAC from the record line's later scripts, MIN_LR from record 0423-PolarNS (PR #1787);
+    docs/top-stack.md §4.3. ``m = 1`` while ``frac < 1 - warmdown_frac``, then ``(1 - frac) / warmdown_frac``
+    (linear, reaching 0 at ``frac = 1``), never below ``min_lr``.
+
+    Args:
+        frac: Fraction of the training budget used so far (``training_ms / budget_ms``, or ``step / max_steps``).
+        warmdown_frac: Fraction of the budget the warmdown covers, in (0, 1]; 0 disables the warmdown.
+        min_lr: Floor of the multiplier (top: 0.1).
+
+    Returns:
+        The multiplier in [min_lr, 1] (1 before the warmdown; the floor also holds past ``frac = 1``).
+    """
+    if warmdown_frac <= 0 or frac < 1.0 - warmdown_frac:
+        return 1.0
+    return max((1.0 - frac) / warmdown_frac, min_lr)
 
 
 def muon_momentum(step: int, *, start: float, end: float, warmup_steps: int) -> float:
