@@ -87,12 +87,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     vocab = 1024
-    cfg = ModelConfig(vocab_size=vocab, num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2, rope_dims=16,
-                      bigram_vocab_size=512, bigram_dim=32, xsa_last_n=4, rope_train_seq_len=args.seq_len)
+    cfg = ModelConfig(vocab_size=vocab, num_layers=args.layers, model_dim=args.dim, num_heads=4, num_kv_heads=2,
+                      rope_dims=16, bigram_vocab_size=512, bigram_dim=32, xsa_last_n=args.layers,
+                      rope_train_seq_len=args.seq_len)
     L = args.seq_len
     sliding = SlidingConfig(seq_len=L, stride=64, batch_seqs=16)
     ttt = TTTConfig(chunk_tokens=8192, epochs=1, lr=0.002, batch_seqs=8)
@@ -107,6 +110,7 @@ def main() -> None:
             name = "caseops" if caseops else "sp1024"
             data, tok = build_data(Path(tmp) / name, Path(args.train_docs), args.val_docs, caseops, vocab)
             model, train_s = timed(lambda: train_smoke(cfg, f"{data}/fineweb_train_*.bin", args.steps, L, 16))
+            print(f"{name}: smoke model trained in {train_s:.0f} s", flush=True)
             tokens = load_validation_tokens(f"{data}/fineweb_val_*.bin", 1)  # whole val stream
             src = load_byte_source(f"{data}/fineweb_val_*.bin", load_tokenizer(tok), vocab, tokens.numel())
             nbytes = target_bytes(src, tokens)
@@ -125,6 +129,7 @@ def main() -> None:
             win = sum(min(L, c * 48 + 48) for ln in lengths.tolist() for c in range(-(-ln // 48)))
             for key, val in results.items():
                 sums, secs = val[0], val[1]
+                print(f"{name} {key} val_bpb:{sums.val_bpb:.4f} seconds:{secs:.1f}", flush=True)
                 rows.append({"data": name, "strategy": key, "val_bpb": sums.val_bpb, "tokens": int(sums.token_count),
                              "bytes": int(sums.byte_count), "seconds": secs,
                              "parts": {p: round(s, 2) for p, s in val[2]} if len(val) > 2 else None})
