@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from golf_lit.config import ModelConfig
-from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.byte_source import load_byte_source
+from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.standard import evaluate_standard

@@ -100,7 +100,8 @@ def test_standard_eval_scorer_and_metric_divide_by_sidecar_bytes(caseops_data):
     expected_bytes = int(src.counts[1 : n + 1].sum())
     sums = evaluate_standard(_Uniform(), tokens, src, seq, batch_seqs=7)
     assert sums.byte_count == expected_bytes and sums.token_count == n
-    assert sums.val_bpb == pytest.approx(n * math.log(400) / (math.log(2) * expected_bytes), rel=1e-6)  # fp32 log-softmax
+    expected_bpb = n * math.log(400) / (math.log(2) * expected_bytes)
+    assert sums.val_bpb == pytest.approx(expected_bpb, rel=1e-6)  # fp32 log-softmax
     scorer = Scorer(tokens, src)
     scorer.score(torch.arange(100, 300), torch.zeros(200, 400))
     assert scorer.sums()["model"].byte_count == int(src.counts[101:301].sum())

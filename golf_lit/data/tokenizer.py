@@ -40,7 +40,9 @@ class ByteLUTs:
         """Copy the tables to ``device``."""
         return ByteLUTs(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
 
-    def bytes_at(self, positions: torch.Tensor | None, prev_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
+    def bytes_at(
+        self, positions: torch.Tensor | None, prev_ids: torch.Tensor, target_ids: torch.Tensor
+    ) -> torch.Tensor:
         """The byte-source interface (``golf_lit.data.byte_source``): the LUTs ignore ``positions``."""
         return self.token_bytes(prev_ids, target_ids)
 
