@@ -15,8 +15,9 @@ import torch
 
 from golf_lit.cli import normalize_options
 from golf_lit.config import ModelConfig
+from golf_lit.data.byte_source import load_byte_source
 from golf_lit.data.shards import load_validation_tokens
-from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
+from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.artifact import provenance
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
@@ -108,8 +109,8 @@ def export_model(
     cfg: ModelConfig = model.cfg
     sp = load_tokenizer(resolve(tokenizer_path))
     require_vocab_match(cfg.vocab_size, int(sp.vocab_size()), tokenizer_path)
-    luts = build_byte_luts(sp, cfg.vocab_size)
     val_tokens = load_validation_tokens(resolve(val_files), seq_len, val_max_tokens)
+    luts = load_byte_source(resolve(val_files), sp, cfg.vocab_size, val_tokens.numel())  # LUTs or CaseOps sidecar
 
     report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
     if eval_pre_quant:

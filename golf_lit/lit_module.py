@@ -198,9 +198,9 @@ class GolfLM(L.LightningModule):
         self.last_train_loss = loss
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self.val_metric.update(token_nll(self(x), y), x, y)
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, y, *nbytes = batch  # (x, y, nbytes) with a CaseOps byte sidecar
+        self.val_metric.update(token_nll(self(x), y), x, y, nbytes[0] if nbytes else None)
 
     def on_validation_epoch_end(self) -> None:
         out = self.val_metric.compute()

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk-docs", type=int, default=DEFAULT_CHUNK_DOCS, help="documents per unit of work (default: %(default)s)"
     )
     tok.add_argument("--overwrite", action="store_true", help="replace shards already in the output folder")
+    tok.add_argument(
+        "--caseops",
+        action="store_true",
+        help="CaseOps-transform documents (needs a train-tokenizer --caseops model) and write the validation byte "
+        f"sidecar fineweb_val_bytes_*.bin; --num-val-docs defaults to {DEFAULT_NUM_VAL_DOCS} as in the records",
+    )
     tok.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     tr = sub.add_parser(
@@ -122,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="trainer threads (default: all CPUs)")
     tr.add_argument("--verbose", action="store_true", help="show SentencePiece's training log")
+    tr.add_argument(
+        "--caseops",
+        action="store_true",
+        help="train on CaseOps-transformed text with the four case markers as user-defined pieces (ids 4-7)",
+    )
     return parser
 
 
@@ -149,7 +160,8 @@ def _tokenize(args: argparse.Namespace) -> None:
     out = args.out
     if out is None:
         vocab = int(load_tokenizer(args.tokenizer).vocab_size())
-        out = str(Path(args.data_dir) / "datasets" / f"fineweb10B_sp{vocab}")
+        suffix = "_caseops" if args.caseops else ""
+        out = str(Path(args.data_dir) / "datasets" / f"fineweb10B_sp{vocab}{suffix}")
     r = tokenize_documents(
         docs=args.docs,
         tokenizer=args.tokenizer,
@@ -160,8 +172,11 @@ def _tokenize(args: argparse.Namespace) -> None:
         chunk_docs=args.chunk_docs,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        caseops=args.caseops,
     )
     print(f"val:   {r.num_val_docs} docs, {r.val_tokens} tokens, {len(r.val_files)} shard(s)")
+    if args.caseops:
+        print(f"val byte sidecar: {len(r.val_byte_files)} shard(s), {r.val_bytes} original UTF-8 bytes")
     print(f"train: {r.num_train_docs} docs, {r.train_tokens} tokens, {len(r.train_files)} shard(s)")
     print(f"written to {out}")
 
@@ -180,6 +195,7 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
         max_sentence_length=args.max_sentence_length,
         num_threads=args.threads,
         verbose=args.verbose,
+        caseops=args.caseops,
     )
     print(f"wrote {r.model_path} and {r.vocab_path} ({r.vocab_size} pieces, trained on {r.train_docs} docs)")
     if r.tokens_per_byte is None:

@@ -6,9 +6,10 @@ import lightning.pytorch as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from golf_lit.data.byte_source import ByteSource, SidecarBytes, load_byte_source
 from golf_lit.data.packing import document_cu_seqlens, pad_cu_seqlens
 from golf_lit.data.shards import TokenStream, load_validation_tokens
-from golf_lit.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
+from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_TRAIN_FILES, DEFAULT_VAL_FILES, resolve
 from golf_lit.ranks import rank_range
 
@@ -62,21 +63,36 @@ class TrainStream(IterableDataset):
 
 
 class ValSequences(torch.utils.data.Dataset):
-    """This rank's contiguous share of the non-overlapping validation sequences, in batches (SPEC §10.1)."""
+    """This rank's contiguous share of the non-overlapping validation sequences, in batches (SPEC §10.1).
 
-    def __init__(self, tokens: torch.Tensor, seq_len: int, batch_seqs: int, rank: int, world_size: int) -> None:
+    With ``byte_counts`` (the CaseOps sidecar, one count per stream token) a batch is ``(x, y, nbytes)``, where
+    ``nbytes`` are the original bytes of the targets ``y`` (docs/top-stack.md §2.3).
+    """
+
+    def __init__(
+        self,
+        tokens: torch.Tensor,
+        seq_len: int,
+        batch_seqs: int,
+        rank: int,
+        world_size: int,
+        byte_counts: torch.Tensor | None = None,
+    ) -> None:
         total = (tokens.numel() - 1) // seq_len
         start, end = rank_range(total, rank, world_size)
-        self.tokens, self.seq_len = tokens, seq_len
+        self.tokens, self.seq_len, self.byte_counts = tokens, seq_len, byte_counts
         self.batches = [(s, min(s + batch_seqs, end)) for s in range(start, end, batch_seqs)]
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         s, e = self.batches[i]
         chunk = self.tokens[s * self.seq_len : e * self.seq_len + 1]
-        return chunk[:-1].reshape(-1, self.seq_len), chunk[1:].reshape(-1, self.seq_len)
+        x, y = chunk[:-1].reshape(-1, self.seq_len), chunk[1:].reshape(-1, self.seq_len)
+        if self.byte_counts is None:
+            return x, y
+        return x, y, self.byte_counts[s * self.seq_len + 1 : e * self.seq_len + 1].reshape(-1, self.seq_len)
 
 
 class GolfDataModule(L.LightningDataModule):
@@ -127,7 +143,8 @@ class GolfDataModule(L.LightningDataModule):
         self.val_batch_tokens, self.val_max_tokens = val_batch_tokens, val_max_tokens
         self.document_packing, self.max_segment_len = document_packing, max_segment_len
         self.bos_id: int | None = None
-        self.luts: ByteLUTs | None = None
+        self.luts: ByteSource | None = None
+        """The byte source of val_bpb: the tokenizer's LUTs, or the CaseOps sidecar (``data.byte_source``)."""
         self.vocab_size: int | None = None
         self.stream: TokenStream | None = None
         self.val_tokens: torch.Tensor | None = None
@@ -171,7 +188,6 @@ class GolfDataModule(L.LightningDataModule):
         self.check_batch_shape()
         sp = load_tokenizer(resolve(self.tokenizer_path))
         self.vocab_size = int(sp.vocab_size())
-        self.luts = build_byte_luts(sp, self.vocab_size)
         self.bos_id = int(sp.bos_id())
         if self.document_packing and self.bos_id < 0:
             raise ValueError(
@@ -181,6 +197,7 @@ class GolfDataModule(L.LightningDataModule):
         if stage in (None, "fit"):
             self.stream = TokenStream(resolve(self.train_files))
         self.val_tokens = load_validation_tokens(resolve(self.val_files), self.train_seq_len, self.val_max_tokens)
+        self.luts = load_byte_source(resolve(self.val_files), sp, self.vocab_size, self.val_tokens.numel())
 
     def _train_stream(self, start_step: int) -> TrainStream:
         return TrainStream(
@@ -215,7 +232,8 @@ class GolfDataModule(L.LightningDataModule):
                 f"data.val_batch_tokens: {self.val_batch_tokens} gives less than one sequence of "
                 f"{self.train_seq_len} tokens per rank and micro-batch"
             )
+        counts = self.luts.counts if isinstance(self.luts, SidecarBytes) else None
         ds = ValSequences(
-            self.val_tokens, self.train_seq_len, local_batch // self.train_seq_len, self.rank, self.world_size
+            self.val_tokens, self.train_seq_len, local_batch // self.train_seq_len, self.rank, self.world_size, counts
         )
         return DataLoader(ds, batch_size=None)

@@ -6,6 +6,10 @@ prefixed with BOS (no EOS); the first ``num_val_docs`` documents form the valida
 concatenated and spill across shard boundaries: every shard but the last of a stream holds exactly
 ``shard_tokens`` tokens. Blank lines are skipped and do not count as documents.
 
+With ``caseops`` on, every document is CaseOps-transformed before encoding (docs/top-stack.md §2.2) and a
+byte sidecar ``fineweb_val_bytes_NNNNNN.bin`` is written beside each validation shard, in the same format and
+with the same token count: per token the number of original UTF-8 bytes it accounts for (BOS 0; §2.3).
+
 Encoding runs in a process pool (ordered ``imap`` over chunks of lines, so the output does not depend on
 the number of workers); JSON parsing happens in the workers too, and errors name the file and line.
 """
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from golf_lit.data.shards import MAX_TOKEN_ID, write_shard
+from golf_lit.data.shards import MAX_TOKEN_ID, SIDECAR_PREFIX, write_shard
 
 DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
 DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (SPEC §2.1)
@@ -42,6 +46,8 @@ class TokenizeReport:
         num_train_docs: Documents in the train stream.
         val_tokens: Tokens in the validation stream (BOS included).
         train_tokens: Tokens in the train stream (BOS included).
+        val_byte_files: Byte sidecar shards of the validation stream (CaseOps only), in order.
+        val_bytes: Original UTF-8 bytes of the validation documents (CaseOps only; the sidecar's total).
     """
 
     val_files: list[Path] = field(default_factory=list)
@@ -50,6 +56,8 @@ class TokenizeReport:
     num_train_docs: int = 0
     val_tokens: int = 0
     train_tokens: int = 0
+    val_byte_files: list[Path] = field(default_factory=list)
+    val_bytes: int = 0
 
 
 def check_uint16_vocab(vocab_size: int, tokenizer_path: str | os.PathLike) -> None:
@@ -110,8 +118,45 @@ def encode_chunk(chunk: Chunk, encode: Callable[[list[str]], list[list[int]]], b
     """
     docs_name, first_line, lines, _ = chunk
     texts = [parse_doc_line(line, docs_name, first_line + i) for i, line in enumerate(lines)]
+    return _join_docs(encode(texts), bos_id, docs_name, first_line)
+
+
+def encode_chunk_caseops(chunk: Chunk, sp, bos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`encode_chunk` for a CaseOps tokenizer: each text is CaseOps-encoded first, and the
+    original UTF-8 bytes of every token are returned alongside (BOS 0; docs/top-stack.md §2.3).
+
+    A document whose text yields no piece at all (empty or whitespace only) charges its bytes to its BOS,
+    so the counts always add up to the documents' UTF-8 length.
+
+    Args:
+        chunk: ``(docs file name, first line number, lines, nbytes)``.
+        sp: The CaseOps SentencePiece processor.
+        bos_id: The BOS id put before every document.
+
+    Returns:
+        ``(tokens, byte_counts)``, both uint16 arrays of the same length.
+    """
+    from golf_lit.data import caseops
+
+    docs_name, first_line, lines, _ = chunk
+    texts = [caseops.encode(parse_doc_line(line, docs_name, first_line + i)) for i, line in enumerate(lines)]
+    mapped = sp.encode(texts, out_type="offset_mapping") if texts else []
+    ids, counts = [], []
+    for text, m in zip(texts, mapped):
+        weights = caseops.original_byte_weights(text)
+        c = caseops.piece_byte_counts(weights, [tuple(o) for o in m["offsets"]])
+        ids.append(m["ids"])
+        counts.append(np.concatenate([[0 if len(c) else int(weights.sum())], c]))
+    tokens = _join_docs(ids, bos_id, docs_name, first_line)
+    nbytes = np.concatenate(counts) if counts else np.zeros(0, np.int64)
+    if nbytes.size and int(nbytes.max()) > MAX_TOKEN_ID:
+        raise ValueError(f"{docs_name}: a token accounts for {int(nbytes.max())} bytes, more than uint16 holds")
+    return tokens, nbytes.astype(np.uint16)
+
+
+def _join_docs(encoded: list[list[int]], bos_id: int, docs_name: str, first_line: int) -> np.ndarray:
     pieces: list[np.ndarray] = []
-    for i, ids in enumerate(encode(texts)):
+    for i, ids in enumerate(encoded):
         doc = np.empty(len(ids) + 1, dtype=np.int64)
         doc[0] = bos_id
         doc[1:] = ids
@@ -132,10 +177,12 @@ class ShardWriter:
         out_dir: Output folder.
         split: ``"val"`` or ``"train"`` (file names ``fineweb_<split>_NNNNNN.bin``).
         shard_tokens: Tokens per full shard.
+        prefix: File name prefix instead of ``fineweb_<split>_`` (the byte sidecar's ``fineweb_val_bytes_``).
     """
 
-    def __init__(self, out_dir: Path, split: str, shard_tokens: int) -> None:
+    def __init__(self, out_dir: Path, split: str, shard_tokens: int, prefix: str | None = None) -> None:
         self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
+        self.prefix = prefix or f"fineweb_{split}_"
         self.files: list[Path] = []
         self.total = 0
         self._buf: np.ndarray | None = None
@@ -162,7 +209,7 @@ class ShardWriter:
         self._buf = None
 
     def _flush(self) -> None:
-        path = self.out_dir / f"fineweb_{self.split}_{len(self.files):06d}.bin"
+        path = self.out_dir / f"{self.prefix}{len(self.files):06d}.bin"
         write_shard(path, self._buf[: self._fill])
         self.files.append(path)
         self._fill = 0
@@ -192,28 +239,35 @@ def _read_chunks(docs: Path, num_val_docs: int, chunk_docs: int) -> Iterator[tup
 class _SentencePieceEncoder:
     """Picklable-by-path batch encoder; the model is loaded once per process."""
 
-    def __init__(self, tokenizer_path: str, num_threads: int) -> None:
+    def __init__(self, tokenizer_path: str, num_threads: int, caseops: bool = False) -> None:
         from golf_lit.data.tokenizer import load_tokenizer
 
         self.sp = load_tokenizer(tokenizer_path)
         self.num_threads = num_threads
+        self.caseops = caseops
 
     def __call__(self, texts: list[str]) -> list[list[int]]:
         return self.sp.encode(texts, out_type=int, num_threads=self.num_threads)
+
+    def encode(self, chunk: Chunk, bos_id: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Tokens of a chunk, and their original byte counts with CaseOps (else None)."""
+        if self.caseops:
+            return encode_chunk_caseops(chunk, self.sp, bos_id)
+        return encode_chunk(chunk, self, bos_id), None
 
 
 _WORKER: tuple[_SentencePieceEncoder, int] | None = None
 
 
-def _init_worker(tokenizer_path: str, bos_id: int) -> None:
+def _init_worker(tokenizer_path: str, bos_id: int, caseops: bool = False) -> None:
     global _WORKER
-    _WORKER = (_SentencePieceEncoder(tokenizer_path, num_threads=1), bos_id)
+    _WORKER = (_SentencePieceEncoder(tokenizer_path, num_threads=1, caseops=caseops), bos_id)
 
 
-def _encode_in_worker(item: tuple[str, Chunk]) -> tuple[str, np.ndarray, int, int]:
+def _encode_in_worker(item: tuple[str, Chunk]) -> tuple[str, np.ndarray, np.ndarray | None, int, int]:
     split, chunk = item
     encoder, bos_id = _WORKER
-    return split, encode_chunk(chunk, encoder, bos_id), len(chunk[2]), chunk[3]
+    return split, *encoder.encode(chunk, bos_id), len(chunk[2]), chunk[3]
 
 
 def tokenize_documents(
@@ -226,6 +280,7 @@ def tokenize_documents(
     chunk_docs: int = DEFAULT_CHUNK_DOCS,
     overwrite: bool = False,
     progress: bool = True,
+    caseops: bool = False,
 ) -> TokenizeReport:
     """Tokenize a JSONL docs file into challenge shards (see the module docstring for the format).
 
@@ -239,6 +294,8 @@ def tokenize_documents(
         chunk_docs: Documents per unit of work sent to a worker.
         overwrite: Allow an output folder that already holds shards (stale shards not rewritten are removed).
         progress: Show a progress bar over the docs file's bytes.
+        caseops: CaseOps-transform every document first and write the validation byte sidecar; needs a
+            tokenizer trained with ``train-tokenizer --caseops`` (the four markers as pieces).
 
     Returns:
         The files written and the document and token counts per stream.
@@ -267,6 +324,14 @@ def tokenize_documents(
     bos_id = int(sp.bos_id())
     if bos_id < 0:
         raise ValueError(f"tokenizer {tokenizer} has no BOS piece; documents must be prefixed with BOS")
+    from golf_lit.data.caseops import is_caseops_tokenizer
+
+    if caseops != is_caseops_tokenizer(sp):
+        raise ValueError(
+            f"tokenizer {tokenizer}: --caseops needs a tokenizer with the four CaseOps marker pieces "
+            "(train-tokenizer --caseops)" if caseops else
+            f"tokenizer {tokenizer} is a CaseOps tokenizer (it holds the marker pieces); pass --caseops"
+        )
     existing = sorted(out_dir.glob("fineweb_*_[0-9]*.bin")) if out_dir.is_dir() else []
     if existing and not overwrite:
         raise FileExistsError(
@@ -276,16 +341,17 @@ def tokenize_documents(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     writers = {"val": ShardWriter(out_dir, "val", shard_tokens), "train": ShardWriter(out_dir, "train", shard_tokens)}
+    sidecar = ShardWriter(out_dir, "val", shard_tokens, prefix=SIDECAR_PREFIX) if caseops else None
     report = TokenizeReport()
     chunks = _read_chunks(docs_path, num_val_docs, chunk_docs)
     pool = None
     if workers > 1:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tokenizer), bos_id))
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(str(tokenizer), bos_id, caseops))
         results = pool.imap(_encode_in_worker, chunks)
     else:
-        local = _SentencePieceEncoder(str(tokenizer), num_threads=1)
-        results = ((s, encode_chunk(c, local, bos_id), len(c[2]), c[3]) for s, c in chunks)
+        local = _SentencePieceEncoder(str(tokenizer), num_threads=1, caseops=caseops)
+        results = ((s, *local.encode(c, bos_id), len(c[2]), c[3]) for s, c in chunks)
 
     from tqdm.auto import tqdm
 
@@ -297,12 +363,17 @@ def tokenize_documents(
         disable=not progress,
     )
     try:
-        for split, tokens, ndocs, nbytes in results:
+        for split, tokens, counts, ndocs, nbytes in results:
             if split == "train":
                 writers["val"].close()  # the val stream is complete: write its last shard, free its buffer
+                if sidecar is not None:
+                    sidecar.close()
                 report.num_train_docs += ndocs
             else:
                 report.num_val_docs += ndocs
+                if sidecar is not None and counts.size:
+                    sidecar.add(counts)
+                    report.val_bytes += int(counts.sum(dtype=np.int64))
             if tokens.size:
                 writers[split].add(tokens)
             bar.update(nbytes)
@@ -313,8 +384,11 @@ def tokenize_documents(
             pool.join()
     for w in writers.values():
         w.close()
+    if sidecar is not None:
+        sidecar.close()
+        report.val_byte_files = sidecar.files
 
-    written = set(writers["val"].files + writers["train"].files)
+    written = set(writers["val"].files + writers["train"].files + report.val_byte_files)
     for stale in existing:
         if stale not in written:
             stale.unlink()

@@ -20,6 +20,8 @@ SHARD_VERSION = 1
 HEADER_WORDS = 256
 HEADER_BYTES = HEADER_WORDS * 4
 MAX_TOKEN_ID = 65535  # uint16 payload
+SIDECAR_PREFIX = "fineweb_val_bytes_"
+"""File name prefix of the CaseOps byte sidecar shards (docs/top-stack.md §2.3); never token shards."""
 
 
 class ShardError(ValueError):
@@ -108,7 +110,9 @@ def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int | None = 
     Returns:
         A 1-D int64 tensor.
     """
-    files = find_shards(pattern)
+    files = [f for f in find_shards(pattern) if not f.name.startswith(SIDECAR_PREFIX)]  # not the byte sidecars
+    if not files:
+        raise FileNotFoundError(f"no token shards match the pattern {pattern!r} (only byte sidecars)")
     tokens = np.concatenate([np.asarray(load_shard(f)) for f in files])
     usable = ((tokens.size - 1) // seq_len) * seq_len
     if usable <= 0:

@@ -40,6 +40,12 @@ class ByteLUTs:
         """Copy the tables to ``device``."""
         return ByteLUTs(self.base_bytes.to(device), self.has_leading_space.to(device), self.is_boundary.to(device))
 
+    def bytes_at(
+        self, positions: torch.Tensor | None, prev_ids: torch.Tensor, target_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """The byte-source interface (``golf_lit.data.byte_source``): the LUTs ignore ``positions``."""
+        return self.token_bytes(prev_ids, target_ids)
+
     def token_bytes(self, prev_ids: torch.Tensor, target_ids: torch.Tensor) -> torch.Tensor:
         """Bytes of each target: ``base[y] + (space[y] and not boundary[prev])``, as int64 (same shape as inputs)."""
         nbytes = self.base_bytes[target_ids].to(torch.int64)

@@ -8,6 +8,10 @@ ones dropped); SentencePiece skips sentences longer than ``max_sentence_length``
 The last ``heldout_docs`` documents of the file are kept out of training and used to report the
 tokenizer's compression as tokens per byte: the number of tokens of those documents (no BOS) divided by
 their raw UTF-8 byte count.
+
+With ``caseops`` on (docs/top-stack.md §2.2), every document is CaseOps-transformed before training and before
+the held-out measurement (whose byte count stays the original text's), and the four marker characters are
+user-defined pieces with ids 4..7, right after the specials; the files are ``fineweb_<V>_bpe_caseops.*``.
 """
 
 from __future__ import annotations
@@ -69,13 +73,18 @@ class TokenizerReport:
         return self.heldout_tokens / self.heldout_bytes if self.heldout_bytes else None
 
 
-def tokenizer_file_stem(vocab_size: int) -> str:
-    """The challenge's file stem for a BPE tokenizer, e.g. ``fineweb_4096_bpe``."""
-    return f"fineweb_{vocab_size}_bpe"
+def tokenizer_file_stem(vocab_size: int, caseops: bool = False) -> str:
+    """The challenge's file stem for a BPE tokenizer, e.g. ``fineweb_4096_bpe`` (``..._bpe_caseops`` with CaseOps)."""
+    return f"fineweb_{vocab_size}_bpe" + ("_caseops" if caseops else "")
 
 
-def _iter_docs(docs: Path, start: int, stop: int | None) -> Iterator[str]:
-    """Texts of documents ``start <= index < stop`` (blank lines are not documents)."""
+def _iter_docs(docs: Path, start: int, stop: int | None, transform=None) -> Iterator[str]:
+    """Texts of documents ``start <= index < stop`` (blank lines are not documents), optionally transformed."""
+    for text in _iter_raw_docs(docs, start, stop):
+        yield transform(text) if transform is not None else text
+
+
+def _iter_raw_docs(docs: Path, start: int, stop: int | None) -> Iterator[str]:
     index = 0
     with docs.open("rb") as f:
         for line_no, line in enumerate(f, start=1):
@@ -110,6 +119,7 @@ def train_tokenizer(
     max_sentence_length: int = DEFAULT_MAX_SENTENCE_LENGTH,
     num_threads: int | None = None,
     verbose: bool = False,
+    caseops: bool = False,
 ) -> TokenizerReport:
     """Train ``<out>/fineweb_<vocab_size>_bpe.{model,vocab}`` on a JSONL docs file and measure it on held-out docs.
 
@@ -123,6 +133,7 @@ def train_tokenizer(
         max_sentence_length: Documents longer than this many bytes are skipped by the trainer.
         num_threads: Trainer threads (default: all CPUs).
         verbose: Let SentencePiece log its progress.
+        caseops: Train on CaseOps-transformed text with the four markers as user-defined pieces.
 
     Returns:
         The files written and the held-out measurement.
@@ -152,13 +163,17 @@ def train_tokenizer(
     if max_train_docs is not None:
         train_end = min(train_end, max_train_docs)
 
-    stem = tokenizer_file_stem(vocab_size)
+    from golf_lit.data import caseops as caseops_mod
+
+    transform = caseops_mod.encode if caseops else None
+    extra = {"user_defined_symbols": list(caseops_mod.MARKERS)} if caseops else {}
+    stem = tokenizer_file_stem(vocab_size, caseops)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
     try:
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=_training_sentences(_iter_docs(docs_path, 0, train_end)),
+                sentence_iterator=_training_sentences(_iter_docs(docs_path, 0, train_end, transform)),
                 model_prefix=str(tmp / stem),
                 vocab_size=vocab_size,
                 input_sentence_size=input_sentence_size,
@@ -167,6 +182,7 @@ def train_tokenizer(
                 num_threads=num_threads or os.cpu_count() or 1,
                 minloglevel=0 if verbose else 2,
                 **CHALLENGE_TRAINER_SETTINGS,
+                **extra,
             )
         except RuntimeError as exc:
             raise ValueError(
@@ -184,7 +200,7 @@ def train_tokenizer(
 
     n_tokens = n_bytes = n_held = 0
     for text in _iter_docs(docs_path, total - heldout_docs, None):
-        n_tokens += len(sp.encode(text, out_type=int))
+        n_tokens += len(sp.encode(transform(text) if transform else text, out_type=int))
         n_bytes += len(text.encode("utf-8"))
         n_held += 1
     return TokenizerReport(model_path, vocab_path, vocab_size, train_end, n_held, n_tokens, n_bytes)

@@ -19,8 +19,9 @@ import torch
 from lightning.fabric import Fabric
 from torch import Tensor
 
+from golf_lit.data.byte_source import load_byte_source
 from golf_lit.data.shards import load_validation_tokens
-from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
+from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.artifact import find_model_config, load_model
 from golf_lit.eval.budget import EvalBudget
@@ -107,6 +108,7 @@ class RankEvaluation:
         self.budget = EvalBudget(cfg.eval_budget_seconds, clock)
         self.strategies = build_strategies(cfg)
         self.results: list[dict[str, Any]] = []
+        self.byte_files: tuple[str, ...] = ()  # the CaseOps byte sidecar shards, when bytes come from them
 
     def run(self) -> dict[str, Any]:
         """Set up, warm up (when compiling), then run every strategy; returns the report."""
@@ -131,10 +133,11 @@ class RankEvaluation:
         vocab = self.model_config.vocab_size
         sp = load_tokenizer(resolve(cfg.tokenizer))
         require_vocab_match(vocab, int(sp.vocab_size()), cfg.tokenizer)
-        luts = build_byte_luts(sp, vocab)
         tokens = load_validation_tokens(resolve(cfg.val_files), cfg.sliding.seq_len)
         if cfg.max_tokens is not None:
             tokens = tokens[: cfg.max_tokens + 1]
+        luts = load_byte_source(resolve(cfg.val_files), sp, vocab, tokens.numel())  # LUTs, or the CaseOps sidecar
+        self.byte_files = tuple(getattr(luts, "files", ()))
         if int(tokens.max()) >= vocab:
             raise ValueError(f"val_files: token id {int(tokens.max())} is outside model.vocab_size={vocab}")
         self.tokens = tokens
@@ -235,7 +238,8 @@ class RankEvaluation:
         return {
             "val_files": cfg.val_files,
             "tokenizer": cfg.tokenizer,
-            "byte_source": f"byte tables of tokenizer {cfg.tokenizer}",
+            "byte_source": (f"byte sidecar {', '.join(self.byte_files)}" if self.byte_files
+                            else f"byte tables of tokenizer {cfg.tokenizer}"),
             "seq_len": cfg.sliding.seq_len,
             "max_tokens": cfg.max_tokens,
             "num_targets": self.num_targets,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from golf_lit.data.tokenizer import ByteLUTs
+from golf_lit.data.byte_source import ByteSource
 from golf_lit.eval import invariants
 from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig, ngram_distributions
 from golf_lit.eval.sums import ScoreSums
@@ -32,7 +32,7 @@ class Scorer:
 
     Args:
         tokens: The whole token stream (1-D int64); position j predicts ``tokens[j + 1]``.
-        luts: Byte tables.
+        luts: Byte source (LUTs, or the CaseOps sidecar of this stream; ``golf_lit.data.byte_source``).
         device: Device of the logits (sums live there; the n-gram store is numpy on the host).
         mixers: N-gram mixer settings scored alongside the model, sharing its forward.
         store: How the shared n-gram count store is updated.
@@ -43,7 +43,7 @@ class Scorer:
     def __init__(
         self,
         tokens: Tensor,
-        luts: ByteLUTs,
+        luts: ByteSource,
         device: torch.device | str = "cpu",
         *,
         mixers: Sequence[NgramConfig] = (),
@@ -93,7 +93,7 @@ class Scorer:
         invariants.require_increasing(positions, self.last_scored)
         invariants.require_unseen(positions, self.horizon, "model (test-time training)")
         targets = self.tokens[positions + 1]
-        nbytes = self.luts.token_bytes(self.tokens[positions], targets).to(torch.float64)
+        nbytes = self.luts.bytes_at(positions, self.tokens[positions], targets).to(torch.float64)
         logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
         nll = -logp.gather(1, targets[:, None])[:, 0]
         self._add(MODEL, nll, nbytes)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from golf_lit.data.tokenizer import ByteLUTs
+from golf_lit.data.byte_source import ByteSource
 from golf_lit.eval.scorer import MODEL
 from golf_lit.eval.strategies.base import EvalContext, Strategy
 from golf_lit.eval.sums import ScoreSums
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def score_roundtrip(
     model: nn.Module,
     val_tokens: Tensor,
-    luts: ByteLUTs,
+    luts: ByteSource,
     seq_len: int,
     batch_seqs: int = 32,
     device: torch.device | str = "cpu",
@@ -40,7 +40,7 @@ def score_roundtrip(
     Args:
         model: Maps input ids (B, T) to logits (B, T, V).
         val_tokens: 1-D token stream (targets are the stream shifted by one).
-        luts: Byte tables.
+        luts: Byte source (LUTs, or the CaseOps sidecar of the same stream).
         seq_len: Sequence length.
         batch_seqs: Sequences per forward.
         device: Where to run the model.
@@ -70,7 +70,8 @@ def score_roundtrip(
             with autocast:
                 logits = model(x)
             nll_sum += token_nll(logits, y).to(torch.float64).sum()
-            byte_sum += luts.token_bytes(x, y).to(torch.float64).sum()
+            positions = torch.arange(s * seq_len, e * seq_len, device=device).view_as(x)
+            byte_sum += luts.bytes_at(positions, x, y).to(torch.float64).sum()
     finally:
         model.train(was_training)
     return ScoreSums(float(nll_sum), float((end - start) * seq_len), float(byte_sum))

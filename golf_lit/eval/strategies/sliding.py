@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from golf_lit.data.tokenizer import ByteLUTs
+from golf_lit.data.byte_source import ByteSource
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
 from golf_lit.eval.scorer import Recorder, Scorer
 from golf_lit.eval.strategies.base import EvalContext, Strategy
@@ -125,7 +125,7 @@ def score_windows(
 def score_sliding(
     model: nn.Module,
     tokens: Tensor,
-    luts: ByteLUTs,
+    luts: ByteSource,
     cfg: SlidingConfig,
     rank: int = 0,
     world_size: int = 1,
@@ -142,7 +142,7 @@ def score_sliding(
     Args:
         model: Maps (B, T) ids to (B, T, V) logits.
         tokens: 1-D token stream (N + 1 tokens, N scored positions over all ranks).
-        luts: Byte tables.
+        luts: Byte source (LUTs or the CaseOps sidecar; ``golf_lit.data.byte_source``).
         cfg: Window length, stride and batch size.
         rank: This process's rank.
         world_size: Number of ranks; add their sums for the full score.

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf_lit.data.tokenizer import ByteLUTs
+from golf_lit.data.byte_source import ByteSource
 from golf_lit.eval import invariants
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
 from golf_lit.eval.scorer import Recorder, Scorer
@@ -248,7 +248,7 @@ class TestTimeTrainer:
 def score_ttt(
     model: nn.Module,
     tokens: Tensor,
-    luts: ByteLUTs,
+    luts: ByteSource,
     cfg: TTTConfig,
     rank: int = 0,
     world_size: int = 1,
@@ -268,7 +268,7 @@ def score_ttt(
     Args:
         model: The loaded artifact model.
         tokens: 1-D token stream.
-        luts: Byte tables.
+        luts: Byte source (LUTs or the CaseOps sidecar; ``golf_lit.data.byte_source``).
         cfg: TTT settings.
         rank: This process's rank.
         world_size: Number of ranks.

@@ -1,0 +1,269 @@
+"""Phased score-first TTT (docs/top-stack.md §6.2-6.4): equivalence at zero adapters, the score-first invariants
+with a broken variant each, deterministic phases, and rank independence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from golf_lit.eval import phased_ttt
+from golf_lit.eval.invariants import InvariantError, ScoreRecorder
+from golf_lit.eval.phased_ttt import (
+    Collectives,
+    LoRAHooks,
+    PhasedTTT,
+    PhasedTTTConfig,
+    PhaseTrace,
+    score_phased_ttt,
+    split_documents,
+)
+from golf_lit.model.gpt import GPT
+
+from .conftest import tiny_config
+
+V = 64
+CFG = PhasedTTTConfig(prefix_docs=4, num_phases=2, lora_rank=4, lora_alpha=8.0, chunk_size=8, eval_seq_len=32,
+                      batch_size=2, global_chunk_tokens=64, global_seq_len=16, lora_lr=1e-2, global_lr=1e-2)
+BOS_AT = [0, 50, 90, 200, 210, 400, 401, 500]
+
+
+def make_model(**overrides) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(tiny_config(**overrides)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(2, V, (600,), generator=g)
+    tokens[BOS_AT] = 1
+    nbytes = torch.randint(0, 4, (599,), generator=g).double()
+    return make_model(), tokens, nbytes
+
+
+def run(model, tokens, nbytes, cfg=CFG, **kw):
+    trace, rec = PhaseTrace(), ScoreRecorder()
+    sums = score_phased_ttt(model, tokens, nbytes, cfg, record=rec, trace=trace, **kw)["model"]
+    return sums, trace, rec
+
+
+def check(trace, tokens, cfg=CFG):
+    starts, lengths = split_documents(tokens, 1)
+    return trace.check(tokens.numel() - 1, starts, lengths, cfg.chunk_size)
+
+
+# --- the TTT forward is the model's forward ------------------------------------------------------------------
+
+MODEL_VARIANTS = {
+    "all_on": {},
+    "untied_head": {"tie_embeddings": False},
+    "plain": {"value_residual": False, "gated_attention": False, "smear_gate": False, "bigram_vocab_size": 0,
+              "xsa_last_n": 0, "unet_skips": False, "leaky_relu": False, "ln_scale": False},
+    "three_layers_mha": {"num_layers": 3, "num_kv_heads": 4},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(MODEL_VARIANTS))
+def test_zero_adapters_give_the_models_logits(variant):
+    model = make_model(**MODEL_VARIANTS[variant])
+    x = torch.randint(0, V, (3, 20), generator=torch.Generator().manual_seed(1))
+    ref = model(x)
+    hooks = LoRAHooks(model, CFG, batch=3)
+    hooks.reset(0, 0, keep_a=False)
+    assert set(k.split("_")[-1] for k in hooks.adapters) >= {"q", "k", "v", "attn", "mlp", "head"}
+    with torch.no_grad():
+        assert torch.equal(model(x), ref)  # B = 0: exactly the model
+        for name, lora in hooks.adapters.items():  # and each adapter really acts, per document row
+            lora.B[1].normal_()
+            out = model(x)
+            assert torch.equal(out[0], ref[0]) and torch.equal(out[2], ref[2]), name
+            assert not torch.equal(out[1], ref[1]), name
+            lora.B.zero_()
+    hooks.remove()
+    assert torch.equal(model(x), ref)
+
+
+def test_split_documents_hand_worked():
+    tokens = torch.tensor([1, 5, 6, 1, 7, 1, 1, 8])
+    starts, lengths = split_documents(tokens, 1)
+    assert starts.tolist() == [0, 3, 5, 6] and lengths.tolist() == [3, 2, 1, 1]  # next BOS is the last target
+    starts, lengths = split_documents(torch.tensor([4, 5, 1, 6]), 1)
+    assert starts.tolist() == [0, 2] and lengths.tolist() == [2, 1]
+
+
+def test_config_boundaries_and_validation():
+    assert PhasedTTTConfig().boundaries(50_000) == [833, 1666, 2500]
+    assert PhasedTTTConfig(prefix_docs=2000, num_phases=1).boundaries(1500) == [1500]
+    with pytest.raises(ValueError, match="phased_ttt.lora_targets"):
+        PhasedTTTConfig(lora_targets=("q", "x"))
+    with pytest.raises(ValueError, match="phased_ttt.eval_seq_len"):
+        PhasedTTTConfig(chunk_size=64, eval_seq_len=32)
+
+
+# --- an honest run ---------------------------------------------------------------------------------------------
+
+
+def test_honest_run_scores_every_position_once_before_any_update(setup):
+    model, tokens, nbytes = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    timings = []
+    sums, trace, rec = run(model, tokens, nbytes, timings=timings)
+    assert check(trace, tokens) == []
+    assert rec.check_once("model", 599) == [] and rec.check_normalized("model") == []
+    assert sums.token_count == 599 and sums.byte_count == float(nbytes.sum())
+    assert [name for name, _ in timings] == ["score_1", "sgd_1", "score_2", "sgd_2", "score_suffix"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # artifact model untouched
+    kinds = [k for k, _, _ in trace.events]
+    assert kinds.count("lora") > 10 and kinds.count("global") > 2  # not vacuous
+    # Phases train on exactly the first boundary_k documents of the longest-first order (lengths 190, 110, 99,
+    # 99 | 50, 40, ...): phase 1 on docs 4 and 2, phase 2 on 4, 2, 6, 7 (last chunk of each phase skipped).
+    starts, lengths = split_documents(tokens, 1)
+    for phase, docs in ((1, [4, 2]), (2, [4, 2, 6, 7])):
+        pos = torch.cat([p for k, d, p in trace.events if k == "global" and d == phase])
+        doc_of = torch.repeat_interleave(torch.arange(len(starts)), lengths)
+        assert set(doc_of[pos].tolist()) == set(docs)
+        assert pos.numel() == (int(lengths[docs].sum()) - 1) // 64 * 64
+
+
+def test_adaptation_changes_scores_and_helps_on_repetitive_text():
+    motif = torch.randint(2, V, (12,), generator=torch.Generator().manual_seed(3))
+    docs = [torch.cat([torch.tensor([1]), motif.repeat(n)]) for n in (20, 15, 10, 8)]
+    tokens = torch.cat(docs + [torch.tensor([1])])
+    nbytes = torch.ones(tokens.numel() - 1)
+    model = make_model()
+    cfg = PhasedTTTConfig(prefix_docs=2, num_phases=1, lora_rank=4, lora_alpha=8.0, chunk_size=16,
+                          eval_seq_len=64, batch_size=2, global_chunk_tokens=64, global_seq_len=64, lora_lr=3e-2,
+                          global_lr=3e-2)
+    adapted = score_phased_ttt(model, tokens, nbytes, cfg)["model"]
+    frozen = score_phased_ttt(model, tokens, nbytes, PhasedTTTConfig(
+        **{**cfg.__dict__, "lora_lr": 0.0, "weight_decay": 0.0, "global_lr": 0.0}))["model"]
+    assert adapted.nll_sum < frozen.nll_sum
+
+
+# --- broken variants: the runtime guard stops each, and with the guards off the checker catches it --------------
+
+
+def disable_guards(monkeypatch):
+    for name in ("require_unscored", "require_all_scored", "require_not_last_chunk"):
+        monkeypatch.setattr(phased_ttt, name, lambda *a, **k: None)
+
+
+def train_then_score(self, batch, opt):
+    """Broken: the chunk's LoRA step happens before the chunk is scored."""
+    nll = self.forward_nll(batch, score=False)
+    self.lora_step(batch, nll, opt)
+    self.forward_nll(batch, score=True)
+
+
+def phase_with_an_unscored_doc(self, k):
+    """Broken: the phase also takes the next document of the queue, not scored yet."""
+    return self.order[: self.cfg.boundaries(len(self.order))[k] + 1]
+
+
+def rescore_across_the_pause(self):
+    """Broken: the segment after a pause starts one document early (re-scoring it with the updated model)."""
+    d = len(self.order)
+    cuts = [0, *self.cfg.boundaries(d), d]
+    return [(max(a - 1, 0), b) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+BROKEN = {
+    "train_before_score": ("process_chunk", train_then_score, "invariant 3", "before they were scored"),
+    "phase_with_unscored_doc": ("phase_docs", phase_with_an_unscored_doc, "invariant 3", "before it was fully"),
+    "train_on_last_chunk": ("trains_on", lambda self, c, n: True, "invariant 3", "last chunk"),
+    "rescore_across_pause": ("segments", rescore_across_the_pause, "invariant 4", "scored more than once"),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN))
+def test_broken_variants_are_caught(setup, monkeypatch, broken):
+    model, tokens, nbytes = setup
+    attr, fn, guard_msg, check_msg = BROKEN[broken]
+    monkeypatch.setattr(PhasedTTT, attr, fn)
+    with pytest.raises(InvariantError, match=guard_msg):
+        run(model, tokens, nbytes)
+    disable_guards(monkeypatch)
+    _, trace, _ = run(model, tokens, nbytes)
+    problems = check(trace, tokens)
+    assert any(check_msg in p for p in problems), problems
+
+
+# --- document masking through cu_seqlens ------------------------------------------------------------------------
+
+
+class PackedModel(nn.Module):
+    """A model with the new API: ``forward(input_ids, cu_seqlens=None)``, segments never attend to each other."""
+
+    def __init__(self, inner: GPT) -> None:
+        super().__init__()
+        self.inner = inner
+        self.cfg = inner.cfg
+        self.calls = 0
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.inner.blocks
+
+    def forward(self, input_ids, cu_seqlens=None):
+        if cu_seqlens is None:
+            return self.inner(input_ids)
+        self.calls += 1
+        cu = cu_seqlens.tolist()
+        outs = [self.inner(input_ids[:, a:b]) for a, b in zip(cu[:-1], cu[1:])]
+        return torch.cat(outs, dim=1)
+
+
+def test_global_phase_uses_cu_seqlens_when_the_model_takes_it(setup):
+    model, tokens, nbytes = setup
+    packed = PackedModel(model)
+    a = score_phased_ttt(model, tokens, nbytes, CFG)["model"]
+    runner = PhasedTTT(packed, tokens, nbytes, CFG)
+    b = runner.run()["model"]
+    assert runner.accepts_cu_seqlens and runner.model.calls > 2  # the packed path really ran
+    assert a.token_count == b.token_count
+    assert b.val_bpb == pytest.approx(a.val_bpb, rel=1e-5)  # same math, different summation order
+
+
+# --- rank independence ------------------------------------------------------------------------------------------
+
+
+def _rank_main(rank: int, world: int, init: str, q) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        g = torch.Generator().manual_seed(0)
+        tokens = torch.randint(2, V, (600,), generator=g)
+        tokens[BOS_AT] = 1
+        nbytes = torch.randint(0, 4, (599,), generator=g).double()
+        cfg = PhasedTTTConfig(**{**CFG.__dict__, "warm_start_a": False})
+        sums = score_phased_ttt(make_model(), tokens, nbytes, cfg, Collectives.from_torch_distributed())["model"]
+        t = torch.tensor([sums.nll_sum, sums.token_count, sums.byte_count], dtype=torch.float64)
+        dist.all_reduce(t)
+        if rank == 0:
+            q.put(t.tolist())
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_one_and_two_ranks_give_the_same_bpb(setup, tmp_path):
+    _, tokens, nbytes = setup
+    cfg = PhasedTTTConfig(**{**CFG.__dict__, "warm_start_a": False})
+    one = score_phased_ttt(make_model(), tokens, nbytes, cfg)["model"]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    mp.start_processes(_rank_main, args=(2, f"file://{tmp_path / 'pg'}", q), nprocs=2, join=True,
+                       start_method="spawn")
+    nll, count, nb = q.get(timeout=60)
+    assert count == one.token_count and nb == one.byte_count
+    # Only the global SGD's gradient sum is reassociated across ranks (fp32, ~1e-7 relative per step).
+    assert nll / (math.log(2) * nb) == pytest.approx(one.val_bpb, rel=1e-5)
