@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from golf_lit.eval.strategies.roundtrip import score_roundtrip
 
 from golf_lit.data.byte_source import SidecarBytes, load_byte_source, target_bytes
 from golf_lit.data.datamodule import GolfDataModule
@@ -19,6 +18,7 @@ from golf_lit.data.shards import load_shard, load_validation_tokens, write_shard
 from golf_lit.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.eval.scorer import Scorer
+from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.metrics import BitsPerByte
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 

@@ -160,3 +160,27 @@ def test_two_gloo_ranks_match_one_rank(artifact, tmp_path):
         assert a["name"] == b["name"] and a["tokens"] == b["tokens"] == 1200 and a["bytes"] == b["bytes"]
         tol = 1e-9 if a["strategy"] == "sliding" else 1e-6  # TTT sums gradients over ranks in another order
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=tol), a["name"]
+
+
+def test_phased_ttt_strategy_through_the_evaluator_equals_the_module(artifact, tmp_path):
+    """``--strategy phased_ttt`` scores every target once and reports what ``score_phased_ttt`` computes."""
+    from golf_lit.eval.phased_ttt import PhasedTTTConfig, score_phased_ttt
+
+    report = tmp_path / "eval.json"
+    flags = ["--phased_ttt.prefix_docs", "2", "--phased_ttt.num_phases", "1", "--phased_ttt.lora_rank", "4",
+             "--phased_ttt.chunk_size", "32", "--phased_ttt.eval_seq_len", "128", "--phased_ttt.batch_size", "2",
+             "--phased_ttt.global_chunk_tokens", "256", "--phased_ttt.global_seq_len", "128"]
+    argv = ["--artifact", str(artifact), *DATA, "--max_tokens", "1200", "--sliding.seq_len", "128",
+            "--strategy", "phased_ttt", *flags, "--report", str(report)]
+    assert main(argv) == 0
+    (r,) = json.loads(report.read_text())["results"]
+    assert r["name"] == "final_int6_phased_ttt" and r["tokens"] == 1200
+    assert set(r["settings"]["phase_seconds"]) >= {"score_1"}
+    tokens = load_validation_tokens(resolve(SAMPLE_VAL_FILES), 128)[:1201]
+    luts = build_byte_luts(load_tokenizer(resolve(SAMPLE_TOKENIZER)), 1024)
+    from golf_lit.data.byte_source import target_bytes
+
+    cfg = PhasedTTTConfig(prefix_docs=2, num_phases=1, lora_rank=4, chunk_size=32, eval_seq_len=128, batch_size=2,
+                          global_chunk_tokens=256, global_seq_len=128)
+    ref = score_phased_ttt(load_model(artifact, MODEL), tokens, target_bytes(luts, tokens), cfg)["model"]
+    assert r["val_bpb"] == pytest.approx(ref.val_bpb, rel=1e-9) and r["bytes"] == ref.byte_count

@@ -8,6 +8,7 @@ from golf_lit.config import ModelConfig
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
 from golf_lit.eval.strategies import REGISTRY
 from golf_lit.eval.strategies.sliding import SlidingConfig
+from golf_lit.eval.phased_ttt import PhasedTTTConfig
 from golf_lit.eval.strategies.ttt import TTTConfig
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES
 
@@ -38,7 +39,7 @@ class EvalConfig:
     max_tokens: int | None = None
     """Score only the first this many positions (quick runs); None = the whole validation set."""
     strategy: str = "roundtrip,sliding"
-    """Comma-separated strategies, run in order (see golf_lit/eval/strategies): roundtrip, sliding, ttt."""
+    """Comma-separated strategies, run in order (see golf_lit/eval/strategies): roundtrip, sliding, ttt, phased_ttt."""
     ngram: bool = False
     """Also score every setting in ``mixers`` on top of the strategies that support it (sliding, ttt), sharing
     their forward passes."""
@@ -54,6 +55,8 @@ class EvalConfig:
     """Score-first TTT settings."""
     ttt_sweep: list[TTTConfig] = field(default_factory=list)
     """If given, run ttt once per setting here (each from the pristine artifact) instead of ``ttt``."""
+    phased_ttt: PhasedTTTConfig = field(default_factory=PhasedTTTConfig)
+    """Settings of the phased_ttt strategy (per-document LoRA + global SGD phases; top-config defaults)."""
     eval_budget_seconds: float = DEFAULT_EVAL_BUDGET_SECONDS
     """Wall-clock budget of the whole evaluation (deserialization, data, compile warm-up and every strategy);
     a strategy is refused once it is spent. 0 = no budget."""

@@ -7,6 +7,7 @@ below (docs/eval-strategies.md).
 from __future__ import annotations
 
 from golf_lit.eval.strategies.base import EvalContext, Strategy
+from golf_lit.eval.strategies.phased_ttt import PhasedTTT
 from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.eval.strategies.sliding import Sliding
 from golf_lit.eval.strategies.ttt import TestTimeTraining
@@ -15,6 +16,7 @@ REGISTRY: dict[str, type[Strategy]] = {
     Roundtrip.name: Roundtrip,
     Sliding.name: Sliding,
     TestTimeTraining.name: TestTimeTraining,
+    PhasedTTT.name: PhasedTTT,
 }
 """``--strategy`` name -> strategy class, in the order ``golf-lit eval -h`` lists them."""
 
