@@ -11,7 +11,7 @@ for the higher levels to find, so the gain of 17/19/22 over 1/2 is smaller here 
 ``--trained-steps N`` then runs N optimizer steps (record optimizers, 4 x 256 tokens of the bundled sample).
 
 Every level compresses the same quantized payload (all int6, no demotion); the decompress column is the time of
-golf-lit's reader (:func:`golf_lit.quant.artifact.decompress`).
+golf-lit's reader (:func:`golf_lit.quant.compression.decompress`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from golf_lit.model.gpt import GPT
 from golf_lit.optim.config import OptimConfig
 from golf_lit.optim.param_groups import build_optimizers
 from golf_lit.paths import SAMPLE_TRAIN_FILES, resolve
-from golf_lit.quant.artifact import compress, count_code_bytes, decompress, deserialize, serialize
+from golf_lit.quant.code_bytes import count_code_bytes
+from golf_lit.quant.compression import compress, decompress
+from golf_lit.quant.container import deserialize, serialize
 from golf_lit.quant.quantize import QuantConfig, quantize_state_dict
 
 

@@ -20,7 +20,7 @@ from golf_lit.eval.standard import evaluate_standard
 from golf_lit.io import atomic_write_json
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
-from golf_lit.quant import QuantConfig, export_artifact, load_artifact_state_dict
+from golf_lit.quant import QuantConfig, load_artifact_state_dict, save_artifact
 
 ARTIFACT_NAME = "final_model.int6.ptz"
 
@@ -90,7 +90,7 @@ def export_model(
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     t0 = time.perf_counter()
-    result = export_artifact(state, out / ARTIFACT_NAME, quant)
+    result = save_artifact(state, out / ARTIFACT_NAME, quant)
     export_s = time.perf_counter() - t0
     log(
         f"Serialized model int6+zstd: {result.bytes_model} bytes (zstd-{result.level}"

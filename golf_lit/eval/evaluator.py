@@ -176,7 +176,7 @@ def artifact_data_defaults(artifact: str | Path) -> dict[str, Any]:
 
 def load_model(artifact: str | Path, cfg: ModelConfig) -> GPT:
     """A GPT with the artifact's (dequantized) weights, on the CPU in fp32."""
-    from golf_lit.quant.artifact import load_record_checkpoint
+    from golf_lit.quant import load_record_checkpoint
 
     model = GPT(cfg)
     state = load_record_checkpoint(artifact, model.state_dict())

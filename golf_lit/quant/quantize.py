@@ -281,6 +281,7 @@ def quantize_state_dict(
     int5_layers: Collection[int] = frozenset(),
     cfg: QuantConfig | None = None,
     details: dict[str, dict[str, Any]] | None = None,
+    cache: dict[tuple[str, str], Any] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, str | dict[str, str]]]:
     """Quantize a whole state dict in its own order (SPEC §9.1).
 
@@ -289,6 +290,8 @@ def quantize_state_dict(
         int5_layers: Block indices whose int6 matrices are stored as int5.
         cfg: Options; defaults to QuantConfig() (the seed's behaviour).
         details: If given, filled with name -> per-tensor info (format, chosen GPTQ-lite quantile).
+        cache: If given, ``(name, format) -> quantize_tensor output`` reused across calls (the budget search
+            re-quantizes only the tensors whose format changed).
 
     Returns:
         ``(w, m)``: storage tensors and per-name format metadata, the seed's container contents.
@@ -296,8 +299,12 @@ def quantize_state_dict(
     cfg = cfg or QuantConfig()
     w: dict[str, Tensor] = {}
     m: dict[str, str | dict[str, str]] = {}
+    cache = {} if cache is None else cache
     for name, tensor in state_dict.items():
-        entries, meta, info = quantize_tensor(name, tensor, int5_layers, cfg)
+        key = (name, tensor_format(name, tensor, int5_layers))
+        if key not in cache:
+            cache[key] = quantize_tensor(name, tensor, int5_layers, cfg)
+        entries, meta, info = cache[key]
         w.update(entries)
         m[name] = meta
         if details is not None:
