@@ -16,6 +16,7 @@ from golf_lit.quant.code_bytes import CodeBytes
 from golf_lit.quant.compression import compress
 from golf_lit.quant.container import serialize
 from golf_lit.quant.errors import ArtifactError
+from golf_lit.quant.packing import pack
 from golf_lit.quant.quantize import QuantConfig, num_blocks, quantize_state_dict
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class ArtifactResult:
 
     Attributes:
         blob: Compressed artifact bytes (the fitting one, or the last one tried if none fits).
-        level: zstd level of ``blob``.
+        level: zstd level of ``blob`` (None for the other packings).
         int5_layers: Demoted block indices, in demotion order.
         fits: Whether code bytes + ``len(blob)`` <= the limit.
         limit_bytes: The challenge limit (16,000,000 by default).
@@ -37,10 +38,11 @@ class ArtifactResult:
         per_tensor: One dict per tensor: name, shape, dtype, format, stored_bytes (+ clip_quantile).
         timings: Seconds spent quantizing, serializing and compressing.
         code_files: ``(path, bytes)`` of the counted code files, when known.
+        compressor: Packing of ``blob`` (zstd = the seed's file).
     """
 
     blob: bytes
-    level: int
+    level: int | None
     int5_layers: tuple[int, ...]
     fits: bool
     limit_bytes: int
@@ -50,6 +52,7 @@ class ArtifactResult:
     per_tensor: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     code_files: tuple[tuple[str, int], ...] = ()
+    compressor: str = "zstd"
 
     @property
     def bytes_model(self) -> int:
@@ -69,6 +72,7 @@ class ArtifactResult:
             "bytes_code": self.code_bytes,
             "limit_bytes": self.limit_bytes,
             "fits": self.fits,
+            "compressor": self.compressor,
             "zstd_level": self.level,
             "int5_layers": list(self.int5_layers),
             "raw_bytes": self.raw_bytes,
@@ -135,7 +139,7 @@ def per_tensor_table(
     return rows
 
 
-_PARTS = frozenset({"q", "scale"})
+_PARTS = frozenset({"q", "scale", "lqer_A", "lqer_B", "lqer_A_scale", "lqer_B_scale"})
 
 
 def build_artifact(
@@ -143,18 +147,21 @@ def build_artifact(
     cfg: QuantConfig | None = None,
     code_bytes: int | CodeBytes = 0,
     compressor: Callable[[bytes, int], bytes] | None = None,
+    hessians: Mapping[str, Tensor] | None = None,
 ) -> ArtifactResult:
     """Quantize and compress until the artifact fits ``limit = artifact_limit_bytes - code_bytes`` (SPEC §9.3).
 
-    All-int6 is tried at every level of ``cfg.zstd_levels`` in order; then (if ``cfg.int5_demotion``) layers
-    are demoted to int5 cumulatively in :func:`demotion_order`, retrying every level after each. The first
-    blob that fits wins. Pure: nothing is written.
+    All-int6 is tried with every packing of ``cfg.compressor`` in order (zstd at every level of
+    ``cfg.zstd_levels``); then (if ``cfg.int5_demotion``) layers are demoted to int5 cumulatively in
+    :func:`demotion_order`, retrying every packing after each. The first blob that fits wins; every size tried is
+    reported. Pure: nothing is written.
 
     Args:
         state_dict: The model's state dict (EMA weights already swapped in).
         cfg: Options; defaults to QuantConfig().
         code_bytes: Code bytes counted against the limit.
-        compressor: ``(raw, level) -> blob``; default zstd via :func:`compress` (tests inject fakes).
+        compressor: ``(raw, level) -> blob`` for the zstd packing; default :func:`compress` (tests inject fakes).
+        hessians: Calibration Hessians for ``cfg.gptq`` (name -> matrix).
 
     Returns:
         The winning attempt, or the last one with ``fits=False``.
@@ -176,21 +183,25 @@ def build_artifact(
         int5 = tuple(order[:n_demoted])
         t0 = time.perf_counter()
         info: dict[str, dict[str, Any]] = {}
-        w, m = quantize_state_dict(state_dict, int5, cfg, details=info, cache=cache)
+        w, m = quantize_state_dict(state_dict, int5, cfg, details=info, cache=cache, hessians=hessians)
         t1 = time.perf_counter()
         raw = serialize(w, m)
         timings["quantize_s"] += t1 - t0
         timings["serialize_s"] += time.perf_counter() - t1
-        for level in cfg.zstd_levels:
+        attempts = [(p, lv) for p in cfg.compressors for lv in (cfg.zstd_levels if p == "zstd" else [None])]
+        for packing_name, level in attempts:
             t3 = time.perf_counter()
-            blob = compressor(raw, level)
+            blob = compressor(raw, level) if packing_name == "zstd" else pack(w, m, packing_name, cfg.pergroup_backend)
             dt = time.perf_counter() - t3
             timings["compress_s"] += dt
-            sizes_tried.append({"level": level, "int5_layers": list(int5), "bytes": len(blob), "seconds": round(dt, 4)})
+            sizes_tried.append(
+                {"compressor": packing_name, "level": level, "int5_layers": list(int5), "bytes": len(blob),
+                 "seconds": round(dt, 4)}
+            )  # fmt: skip
             fits = len(blob) <= limit
             log.info(
-                "artifact attempt: zstd-%d int5_layers=%s -> %d bytes (limit %d): %s",
-                level,
+                "artifact attempt: %s int5_layers=%s -> %d bytes (limit %d): %s",
+                attempt_name(packing_name, level),
                 list(int5),
                 len(blob),
                 limit,
@@ -212,4 +223,10 @@ def build_artifact(
         per_tensor=per_tensor_table(state_dict, w, info),
         timings=timings,
         code_files=code.files,
+        compressor=packing_name,
     )
+
+
+def attempt_name(packing_name: str, level: int | None) -> str:
+    """``zstd-16``, ``brotli``, ``pergroup``."""
+    return f"{packing_name}-{level}" if level is not None else packing_name

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from golf_lit.quant import packing
 from golf_lit.quant.compression import MAX_DECOMPRESSED_BYTES, ZSTD_MAGIC, decompress
 from golf_lit.quant.container import deserialize, torch_load
 from golf_lit.quant.errors import ArtifactError
@@ -37,7 +38,14 @@ def read_bytes(path: str | Path) -> bytes:
 def parse_artifact(
     data: bytes, source: str, max_bytes: int = MAX_DECOMPRESSED_BYTES
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Artifact bytes -> ``(w, m)``."""
+    """Artifact bytes -> ``(w, m)``: the seed's zstd frame, or any golf-lit container (packing.py)."""
+    if data[:4] == packing.MAGIC:
+        return packing.unpack(data, source, max_bytes)
+    if data[:4] != ZSTD_MAGIC:
+        raise ArtifactError(
+            f"{source}: not a zstd artifact or a golf-lit container (byte offset 0: expected magic "
+            f"{ZSTD_MAGIC.hex()} or {packing.MAGIC.hex()}, found {data[:4].hex()!r})"
+        )
     return deserialize(decompress(data, source, max_bytes), source)
 
 
@@ -144,7 +152,7 @@ def load_record_checkpoint(
     data = read_bytes(path)
     source = str(path)
     if data[:4] != ZIP_MAGIC:
-        if data[:4] != ZSTD_MAGIC:
+        if data[:4] not in (ZSTD_MAGIC, packing.MAGIC):
             raise ArtifactError(
                 f"{source}: neither a zstd artifact nor a torch.save checkpoint (byte offset 0: found {data[:4].hex()})"
             )

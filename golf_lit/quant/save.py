@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import Tensor
 
 from golf_lit.io import atomic_write_bytes
-from golf_lit.quant.budget import ArtifactBudgetError, ArtifactResult, build_artifact
+from golf_lit.quant.budget import ArtifactBudgetError, ArtifactResult, attempt_name, build_artifact
 from golf_lit.quant.code_bytes import CodeBytes, count_code_bytes
 from golf_lit.quant.quantize import QuantConfig
 
@@ -38,6 +38,7 @@ def save_artifact(
     cfg: QuantConfig | None = None,
     code_bytes: int | CodeBytes | None = None,
     compressor: Callable[[bytes, int], bytes] | None = None,
+    hessians: Mapping[str, Tensor] | None = None,
 ) -> ArtifactResult:
     """Build the artifact and write it: the one call an exporter needs.
 
@@ -47,6 +48,7 @@ def save_artifact(
         cfg: Options; defaults to QuantConfig().
         code_bytes: Code bytes; default ``count_code_bytes(cfg.code_bytes)``.
         compressor: See :func:`golf_lit.quant.budget.build_artifact`.
+        hessians: Calibration Hessians for ``cfg.gptq``.
 
     Returns:
         The fitting result (its blob is now at ``path``).
@@ -58,12 +60,14 @@ def save_artifact(
     cfg = cfg or QuantConfig()
     if code_bytes is None:
         code_bytes = count_code_bytes(cfg.code_bytes)
-    result = build_artifact(state_dict, cfg, code_bytes, compressor)
+    result = build_artifact(state_dict, cfg, code_bytes, compressor, hessians)
     if result.fits:
         write_artifact(path, result.blob)
         return result
     over = write_artifact(over_budget_path(path), result.blob)
-    tried = "; ".join(f"zstd-{s['level']} int5={s['int5_layers']}: {s['bytes']:,}" for s in result.sizes_tried)
+    tried = "; ".join(
+        f"{attempt_name(s['compressor'], s['level'])} int5={s['int5_layers']}: {s['bytes']:,}" for s in result.sizes_tried
+    )
     limit = result.limit_bytes - result.code_bytes
     raise ArtifactBudgetError(
         f"no artifact variant fits {result.limit_bytes:,} bytes - {result.code_bytes:,} code bytes = {limit:,} bytes "
