@@ -66,3 +66,173 @@ def test_declared_content_size_over_the_cap_fails_before_decoding() -> None:
 def test_default_cap_is_256_mb() -> None:
     with pytest.raises(ArtifactError, match="cap of 256,000,000 bytes"):
         decompress(zstd_bomb(256_000_000 + BLOCK, declare_size=True), "big.ptz")
+
+
+# ------------------------------------------------------------------------------------- packings and streams
+
+import io  # noqa: E402
+
+import torch  # noqa: E402
+
+import golf_lit.quant.compression as compression  # noqa: E402
+from golf_lit.quant import pergroup  # noqa: E402
+from golf_lit.quant.budget import build_artifact  # noqa: E402
+from golf_lit.quant.packing import pack, read_container  # noqa: E402
+from golf_lit.quant.quantize import QuantConfig, quantize_state_dict  # noqa: E402
+from golf_lit.quant.records import parse_artifact  # noqa: E402
+
+PACKINGS = ["brotli", "lzma", "pergroup"]
+
+
+def _state_dict() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    sd = {"tok_emb.weight": torch.randn(300, 256, generator=g)}
+    for i in range(1):
+        sd[f"blocks.{i}.attn.c_q.weight"] = torch.randn(256, 260, generator=g)
+        sd[f"blocks.{i}.mlp.fc.weight"] = torch.randn(300, 256, generator=g)
+        sd[f"blocks.{i}.attn.attn_gate_w"] = torch.randn(8, 12, generator=g)
+        sd[f"blocks.{i}.attn_scale"] = torch.ones(8)
+    sd["step"] = torch.tensor(7)  # a non-float tensor
+    return sd
+
+
+@pytest.fixture(scope="module")
+def quantized() -> tuple[dict[str, torch.Tensor], dict]:
+    cfg = QuantConfig(sdclip=True, embed_bits=7, lqer_rank=2, lqer_top_k=2, quant_gate=True)
+    return quantize_state_dict(_state_dict(), cfg=cfg)
+
+
+@pytest.fixture(scope="module")
+def packed(quantized) -> dict[str, bytes]:
+    w, m = quantized
+    return {p: pack(w, m, p) for p in PACKINGS}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("packing", PACKINGS)
+def test_every_packing_roundtrips_every_tensor_bit_exactly(quantized, packed, packing: str) -> None:
+    w, m = quantized
+    w2, m2 = parse_artifact(packed[packing], f"{packing}.ptz")
+    _same(w, w2)
+    assert m2 == m
+
+
+@pytest.mark.parametrize("backend", ["lzma", "zstd", "brotli"])
+def test_pergroup_backends_roundtrip(quantized, backend: str) -> None:
+    w, m = quantized
+    blob = pack(w, m, "pergroup", backend)
+    _, streams = read_container(blob, "x")
+    assert [c for c, _, _ in streams[2:]] == [backend] * (len(streams) - 2)
+    _same(w, parse_artifact(blob, "x")[0])
+
+
+def test_pergroup_groups_by_role_and_reorders_rows(quantized) -> None:
+    w, m = quantized
+    groups = pergroup._groups(w, m)
+    assert groups == {
+        "tok_emb.weight": ["tok_emb.weight.q"],
+        "attn.c_q.weight": ["blocks.0.attn.c_q.weight.q"],
+        "mlp.fc.weight": ["blocks.0.mlp.fc.weight.q"],
+        "attn.attn_gate_w": ["blocks.0.attn.attn_gate_w.q"],
+    }
+
+
+def test_nn_chain_is_the_greedy_l1_order() -> None:
+    q = torch.tensor([[0, 0], [9, 9], [1, 0], [8, 9], [2, 1]], dtype=torch.int8)
+    # from row 0: nearest is row 2 (L1 1), then row 4 (2), then row 3 (14), then row 1 (1)
+    assert pergroup.nn_chain(q).tolist() == [0, 2, 4, 3, 1]
+
+
+def test_zstd_packing_is_the_seed_file_and_loads(quantized) -> None:
+    sd = _state_dict()
+    cfg = QuantConfig(sdclip=True, compressor="zstd", zstd_levels=[3])
+    result = build_artifact(sd, cfg)
+    assert result.blob[:4] == compression.ZSTD_MAGIC and result.compressor == "zstd"
+    w, _ = parse_artifact(result.blob, "z.ptz")
+    _same(w, quantize_state_dict(sd, cfg=cfg)[0])
+
+
+def _flip(blob: bytes, at: int) -> bytes:
+    data = bytearray(blob)
+    for i in range(at, min(at + 16, len(data))):
+        data[i] ^= 0x5A
+    return bytes(data)
+
+
+@pytest.mark.parametrize("packing", PACKINGS)
+def test_truncated_and_corrupt_streams_are_named(packed, tmp_path: Path, packing: str) -> None:
+    blob = packed[packing]
+    _, streams = read_container(blob, "x")
+    cut = tmp_path / f"cut-{packing}.ptz"
+    cut.write_bytes(blob[: len(blob) - 10])
+    with pytest.raises(ArtifactError, match=rf"cut-{packing}.ptz: truncated stream {len(streams) - 1}"):
+        read_artifact(cut)
+    start = len(blob) - sum(len(d) for _, _, d in streams)
+    for i, (codec, _, data) in enumerate(streams):
+        bad = tmp_path / f"bad-{packing}-{i}.ptz"
+        bad.write_bytes(_flip(blob, start + len(data) // 2))
+        with pytest.raises(ArtifactError, match=rf"bad-{packing}-{i}.ptz: .*stream {i} "):
+            read_artifact(bad)
+        start += len(data)
+
+
+def test_corrupt_header_and_trailing_bytes(packed, tmp_path: Path) -> None:
+    blob = packed["lzma"]
+    p = tmp_path / "v.ptz"
+    p.write_bytes(blob[:4] + bytes([9]) + blob[5:])
+    with pytest.raises(ArtifactError, match="v.ptz: container version 9"):
+        read_artifact(p)
+    p.write_bytes(blob + b"xx")
+    with pytest.raises(ArtifactError, match="v.ptz: 2 unexpected bytes after the last stream"):
+        read_artifact(p)
+
+
+@pytest.mark.parametrize("codec", ["brotli", "lzma"])
+def test_other_codecs_stop_at_the_cap(codec: str) -> None:
+    blob = compression.encode(codec, bytes(4_000_000))
+    with pytest.raises(ArtifactError, match=r"f.ptz: stream 0 \(payload\) decompresses to more than the cap of 100,000"):
+        compression.decode(codec, blob, "f.ptz", "stream 0 (payload)", max_bytes=100_000)
+    assert compression.decode(codec, blob, "f.ptz", "s", max_bytes=4_000_000) == bytes(4_000_000)
+
+
+def test_missing_brotli_and_lrzip_are_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compression, "_brotli", lambda: None)
+    with pytest.raises(ValueError, match=r"quant.compressor: brotli is not installed: pip install 'golf-lit\[compress\]'"):
+        QuantConfig(compressor="brotli")
+    monkeypatch.setattr(compression.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="quant.compressor: pergroup_backend lrzip: the lrzip binary is not on PATH"):
+        QuantConfig(compressor="pergroup", pergroup_backend="lrzip")
+    QuantConfig(compressor="pergroup")  # auto falls back without either
+    with pytest.raises(ValueError, match="quant.compressor: unknown packing 'zip'"):
+        QuantConfig(compressor="zstd,zip")
+
+
+def test_budget_tries_every_packing_and_reports_each_size() -> None:
+    sd = _state_dict()
+    cfg = QuantConfig(sdclip=True, compressor="zstd,lzma", zstd_levels=[1, 3], artifact_limit_bytes=1_000)
+    result = build_artifact(sd, cfg)
+    assert not result.fits
+    tried = [(s["compressor"], s["level"], tuple(s["int5_layers"])) for s in result.sizes_tried]
+    want = [(p, lv, d) for d in [(), (0,)] for p, lv in [("zstd", 1), ("zstd", 3), ("lzma", None)]]
+    assert tried == want
+    sizes = {(s["compressor"], s["level"]): s["bytes"] for s in result.sizes_tried[:3]}
+    fit = build_artifact(sd, QuantConfig(sdclip=True, compressor="zstd,lzma", zstd_levels=[1],
+                                         artifact_limit_bytes=sizes[("lzma", None)]))  # fmt: skip
+    if sizes[("lzma", None)] < sizes[("zstd", 1)]:
+        assert fit.fits and fit.compressor == "lzma" and fit.summary()["compressor"] == "lzma"
+    buf = io.BytesIO(fit.blob)
+    assert buf.getvalue()[:4] in (b"GLQZ", compression.ZSTD_MAGIC)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "brotli", "lzma"])
+def test_codec_level_truncation_is_named(codec: str) -> None:
+    raw = bytes(range(256)) * 400
+    blob = compression.encode(codec, raw)
+    assert compression.decode(codec, blob, "f.ptz", "stream 2 (mlp.fc.weight codes)") == raw
+    with pytest.raises(ArtifactError, match=r"f.ptz: truncated stream 2 \(mlp.fc.weight codes\)"):
+        compression.decode(codec, blob[: len(blob) - 5], "f.ptz", "stream 2 (mlp.fc.weight codes)")

@@ -216,26 +216,28 @@ def _decode_brotli(blob: bytes, source: str, stream: str, max_bytes: int) -> byt
         )
     d = brotli.Decompressor()
     parts: list[bytes] = []
-    total = 0
     limit = 1 << 20
-    for start in range(0, len(blob), _PIECE * 64):
-        piece = blob[start : start + _PIECE * 64]
-        try:
+
+    def take(out: bytes) -> None:
+        parts.append(out)
+        if sum(map(len, parts)) > max_bytes:
+            raise too_big(source, stream, max_bytes)
+
+    start = 0
+    try:
+        for start in range(0, len(blob), _PIECE * 64):
             if d.is_finished():
                 raise ArtifactError(f"{source}: unexpected bytes after the {stream} at byte offset {start}")
-            out = d.process(piece, output_buffer_limit=limit)
-            while True:
-                total += len(out)
-                if total > max_bytes:
-                    raise too_big(source, stream, max_bytes)
-                parts.append(out)
-                if d.can_accept_more_data():
-                    break
-                out = d.process(b"", output_buffer_limit=limit)
-        except brotli.error as e:
-            raise ArtifactError(
-                f"{source}: corrupt {stream} (brotli) between byte offsets {start} and {start + len(piece)}: {e}"
-            ) from e
+            take(d.process(blob[start : start + _PIECE * 64], output_buffer_limit=limit))
+            while not d.can_accept_more_data():
+                take(d.process(b"", output_buffer_limit=limit))
+        while not d.is_finished():  # drain output held back by the limit
+            out = d.process(b"", output_buffer_limit=limit)
+            if not out:
+                break
+            take(out)
+    except brotli.error as e:
+        raise ArtifactError(f"{source}: corrupt {stream} (brotli) after byte offset {start}: {e}") from e
     if not d.is_finished():
         raise ArtifactError(f"{source}: truncated {stream} (brotli): it ends at byte offset {len(blob)} mid-stream")
     return b"".join(parts)

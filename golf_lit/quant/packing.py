@@ -1,7 +1,8 @@
 """Packings of ``(w, m)`` other than the seed's single zstd frame, in one multi-stream container (top-stack §5.7).
 
 Container (little-endian): magic ``GLQZ``, version (u8), packing id (u8), stream count (u16), then per stream
-codec id (u8), flags (u8; bit 0 = stride-2 byte shuffle) and length (u64), then the streams back to back.
+codec id (u8), flags (u8; bit 0 = stride-2 byte shuffle), length (u64) and the CRC-32 of its compressed bytes
+(u32; zstd without checksum and brotli would decode some corruptions silently), then the streams back to back.
 
 - ``brotli``: one stream, the torch.save payload byte-shuffled (stride 2) and compressed with brotli quality 11
   (0401-V4096 from PR #1089; 0427-1851).
@@ -14,6 +15,7 @@ A stream that fails to decode is named in the error with the file.
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +41,7 @@ PACKING_IDS = {"brotli": 1, "lzma": 2, "pergroup": 3}
 PACKING_NAMES = {v: k for k, v in PACKING_IDS.items()}
 SHUFFLED = 1
 _HEAD = struct.Struct("<4sBBH")
-_STREAM = struct.Struct("<BBQ")
+_STREAM = struct.Struct("<BBQI")
 
 Stream = tuple[str, int, bytes]
 """(codec, flags, compressed bytes)."""
@@ -48,7 +50,9 @@ Stream = tuple[str, int, bytes]
 def write_container(packing: str, streams: list[Stream]) -> bytes:
     """Header + streams."""
     head = _HEAD.pack(MAGIC, VERSION, PACKING_IDS[packing], len(streams))
-    table = b"".join(_STREAM.pack(CODEC_IDS[codec], flags, len(data)) for codec, flags, data in streams)
+    table = b"".join(
+        _STREAM.pack(CODEC_IDS[codec], flags, len(data), zlib.crc32(data)) for codec, flags, data in streams
+    )
     return head + table + b"".join(data for _, _, data in streams)
 
 
@@ -67,14 +71,20 @@ def read_container(blob: bytes, source: str) -> tuple[str, list[Stream]]:
     streams: list[Stream] = []
     pos = table_end
     for i in range(count):
-        codec_id, flags, length = _STREAM.unpack_from(blob, _HEAD.size + i * _STREAM.size)
+        codec_id, flags, length, crc = _STREAM.unpack_from(blob, _HEAD.size + i * _STREAM.size)
         if codec_id not in CODEC_NAMES:
             raise ArtifactError(f"{source}: stream {i}: unknown codec id {codec_id}")
         if pos + length > len(blob):
             raise ArtifactError(
                 f"{source}: truncated stream {i}: it needs bytes {pos}..{pos + length} but the file has {len(blob)}"
             )
-        streams.append((CODEC_NAMES[codec_id], flags, blob[pos : pos + length]))
+        data = blob[pos : pos + length]
+        if zlib.crc32(data) != crc:
+            raise ArtifactError(
+                f"{source}: corrupt stream {i} (bytes {pos}..{pos + length}): CRC-32 {zlib.crc32(data):08x}, "
+                f"the header says {crc:08x}"
+            )
+        streams.append((CODEC_NAMES[codec_id], flags, data))
         pos += length
     if pos != len(blob):
         raise ArtifactError(f"{source}: {len(blob) - pos} unexpected bytes after the last stream at byte offset {pos}")
