@@ -8,7 +8,8 @@ import lightning.pytorch as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from golf_lit.export import export_model
+from callbacks.wallclock import find_clock
+from golf_lit.export import TrainingTime, export_model
 from golf_lit.quant import QuantConfig
 
 
@@ -18,7 +19,9 @@ class ArtifactExport(Callback):
     Runs in ``on_train_end`` on rank 0 (the other ranks wait), after ``EMA`` has swapped its weights in:
     list ``callbacks.EMA`` before this callback. Writes ``final_model.int6.ptz``, ``submission.json`` (val_bpb,
     val_loss, bytes_total/model/code, zstd level, int5 layers, per-tensor formats, timings) and
-    ``config.json`` (resolved model and quantization config) into ``dirpath``.
+    ``config.json`` (resolved model and quantization config) into ``dirpath``. With ``quant.gptq`` the Hessians
+    are collected here from training batches, and the report says whether training + calibration stayed within
+    the ``WallClockLimit`` cap (``within_training_budget``; docs/top-stack.md §5.1).
 
     Args:
         dirpath: Output directory (default: ``<trainer.default_root_dir>/artifact``).
@@ -53,6 +56,11 @@ class ArtifactExport(Callback):
         if trainer.is_global_zero:
             dm = trainer.datamodule
             out = Path(self.dirpath or Path(trainer.default_root_dir) / "artifact")
+            clock = find_clock(trainer)
+            training_time = None
+            if clock is not None:  # reserve_seconds: added by the training branch; 0 before it lands
+                cap_s = clock.max_ms / 1000.0 if clock.max_ms else None
+                training_time = TrainingTime(clock.training_ms() / 1000.0, cap_s, getattr(clock, "reserve_seconds", 0.0))
             self.report = export_model(
                 pl_module.gpt,
                 out,
@@ -65,5 +73,7 @@ class ArtifactExport(Callback):
                 eval_pre_quant=self.eval_pre_quant,
                 log=trainer.print,
                 extra_config={"optim": pl_module.optim_config.to_dict(), "data": dict(dm.hparams)},
+                train_files=dm.train_files,
+                training_time=training_time,
             )
         trainer.strategy.barrier("artifact_export")

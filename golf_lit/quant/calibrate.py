@@ -38,6 +38,23 @@ def calibration_batches(
         yield stream.micro_batch(start + i, batch_tokens, seq_len)[0]
 
 
+def calibrate(model: nn.Module, train_files: str, cfg: Any, seq_len: int) -> dict[str, Tensor]:
+    """Hessians of every matrix the quantizer sends through GPTQ, from ``cfg.gptq_calibration_batches`` training
+    batches of ``cfg.gptq_calibration_tokens`` tokens (rounded down to whole ``seq_len`` rows).
+
+    Args:
+        model: The trained model.
+        train_files: Glob of training shards (resolved).
+        cfg: The QuantConfig.
+        seq_len: Rows of the calibration batches.
+    """
+    from golf_lit.quant.quantize import matrix_bits
+
+    names = {n for n, t in model.state_dict().items() if t.ndim == 2 and matrix_bits(n, (), cfg) is not None}
+    tokens = max(seq_len, cfg.gptq_calibration_tokens // seq_len * seq_len)
+    return collect_hessians(model, calibration_batches(train_files, cfg.gptq_calibration_batches, tokens, seq_len), names)
+
+
 class _TiedHeadMode(TorchFunctionMode):
     """Adds ``X^T X`` of every ``F.linear(X, W)`` whose ``W`` is a watched embedding weight (or a copy of it)."""
 
