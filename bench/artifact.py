@@ -48,9 +48,10 @@ from golf_lit.quant.quantize import QuantConfig, quantize_state_dict
 def _train(model: GPT, steps: int, seq_len: int = 256, seqs: int = 4) -> list[float]:
     stream = TokenStream(resolve(SAMPLE_TRAIN_FILES))
     optimizers = build_optimizers(model, OptimConfig())
+    device = next(model.parameters()).device
     losses = []
     for step in range(steps):
-        x, y = stream.micro_batch(step, seq_len * seqs, seq_len)
+        x, y = (t.to(device) for t in stream.micro_batch(step, seq_len * seqs, seq_len))
         loss = mean_nll(model(x), y)
         loss.backward()
         for opt in optimizers:
@@ -67,6 +68,7 @@ METHODS = {
     "+int7 embeddings": {"gptq": True, "sdclip": True, "embed_bits": 7},
     "+LQER r4 top3": {"gptq": True, "sdclip": True, "embed_bits": 7, "lqer_rank": 4},
 }
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BENCH_MODEL = {"num_layers": 4, "model_dim": 320, "num_heads": 4, "num_kv_heads": 2, "bigram_vocab_size": 1024,
                "bigram_dim": 64, "xsa_last_n": 2}  # fmt: skip
 
@@ -77,8 +79,9 @@ def _trained(steps: int, cache: Path) -> GPT:
         model.load_state_dict(torch.load(cache, weights_only=True))
         return model
     torch.manual_seed(0)
-    model = GPT(ModelConfig(**BENCH_MODEL))
+    model = GPT(ModelConfig(**BENCH_MODEL)).to(DEVICE)
     losses = _train(model, steps, seq_len=256, seqs=16)
+    model = model.cpu()
     print(f"trained {steps} steps: loss {losses[0]} -> {losses[-1]}", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), cache)
@@ -101,10 +104,11 @@ def methods_table(args: argparse.Namespace) -> None:
     val = load_validation_tokens(resolve(SAMPLE_VAL_FILES), 256, args.val_tokens)
 
     def bpb(m: GPT) -> float:
-        return evaluate_standard(m, val, luts, 256, 16).val_bpb
+        return evaluate_standard(m.to(DEVICE), val, luts, 256, 16, DEVICE).val_bpb
 
     float_bpb = bpb(model)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.to(DEVICE)
     t0 = time.perf_counter()
     hessians = calibrate(model, resolve(SAMPLE_TRAIN_FILES), QuantConfig(gptq_calibration_batches=8,
                          gptq_calibration_tokens=4096), 256)  # fmt: skip

@@ -103,6 +103,7 @@ def collect_hessians(
     Returns:
         Weight name -> Hessian (in_features x in_features) on the CPU.
     """
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper: hook the eager modules (names match)
     sums: dict[str, Tensor] = {}
     handles = []
     for mod_name, module in model.named_modules():

@@ -69,8 +69,9 @@ def gptq_quantize(
     Returns:
         int8 codes of ``w``'s shape, columns in the original order.
     """
-    W = w.detach().float().clone()
-    H = hessian.detach().float().clone().to(W.device)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the column loop is ~100x faster on a GPU
+    W = w.detach().float().clone().to(device)
+    H = hessian.detach().float().clone().to(device)
     cols = W.shape[1]
     if H.shape != (cols, cols):
         raise ValueError(f"gptq: Hessian of shape {tuple(H.shape)} for a weight with {cols} columns")
