@@ -80,7 +80,7 @@ def _trained(steps: int, cache: Path) -> GPT:
         return model
     torch.manual_seed(0)
     model = GPT(ModelConfig(**BENCH_MODEL)).to(DEVICE)
-    losses = _train(model, steps, seq_len=256, seqs=16)
+    losses = _train(model, steps, seq_len=256, seqs=8)
     model = model.cpu()
     print(f"trained {steps} steps: loss {losses[0]} -> {losses[-1]}", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)

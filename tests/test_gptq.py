@@ -222,3 +222,29 @@ def test_quant_gate_int8_rows_only_when_enabled() -> None:
     assert q.abs().max() == 127 and torch.equal(q, torch.round(gate / s.float()[:, None]).clamp(-127, 127).to(q.dtype))
     back = dequantize_state_dict(w, m, sd)["blocks.0.attn.attn_gate_w"]
     assert torch.all((back - gate).abs() <= s.float()[:, None] / 2 + 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"matrix_bits": 4}, "quant.matrix_bits"),
+        ({"embed_bits": 9}, "quant.embed_bits"),
+        ({"lqer_rank": -1}, "quant.lqer_rank"),
+        ({"lqer_factor_bits": 1}, "quant.lqer_factor_bits"),
+        ({"gptq_calibration_batches": 0}, "quant.gptq_calibration_batches"),
+        ({"gptq_damp": -0.1}, "quant.gptq_damp"),
+        ({"mlp_clip_sigmas": 0.0}, "quant.mlp_clip_sigmas"),
+        ({"pergroup_backend": "gzip"}, "quant.compressor"),
+    ],
+)
+def test_top_options_are_validated(kwargs: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        QuantConfig(**kwargs)
+
+
+def test_gptq_without_a_hessian_and_without_sdclip_is_the_seed_path() -> None:
+    g = torch.Generator().manual_seed(8)
+    sd = {"blocks.0.mlp.fc.weight": torch.randn(256, 300, generator=g) * 0.5, "tok_emb.weight": torch.randn(300, 256)}
+    w0, m0 = quantize_state_dict(sd)
+    w1, m1 = quantize_state_dict(sd, cfg=QuantConfig(gptq=True))  # no Hessians given
+    assert m0 == m1 and all(torch.equal(w0[k], w1[k]) for k in w0)
