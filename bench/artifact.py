@@ -13,8 +13,9 @@ for the higher levels to find, so the gain of 17/19/22 over 1/2 is smaller here 
 Every level compresses the same quantized payload (all int6, no demotion); the decompress column is the time of
 golf-lit's reader (:func:`golf_lit.quant.compression.decompress`).
 
-``--methods`` instead trains a small model on the bundled sample (cached under runs/quant_bench/, not committed)
-and tabulates, per quantization method x packing: artifact bytes, roundtrip val_bpb, quantization tax vs the
+``--methods`` instead trains a small model (2 layers, width 320: its attention and MLP matrices are large enough to
+be quantized) for ``--steps`` steps of 8 x 256 tokens on the bundled sample (cached under runs/quant_bench/, not
+committed), calibrates GPTQ on 8 training batches, and tabulates, per quantization method x packing: artifact bytes, roundtrip val_bpb, quantization tax vs the
 float model, and seconds (calibration + quantization + packing)::
 
     python bench/artifact.py --methods --out bench/results/quant_methods.json
@@ -58,6 +59,8 @@ def _train(model: GPT, steps: int, seq_len: int = 256, seqs: int = 4) -> list[fl
             opt.step()
             opt.zero_grad(set_to_none=True)
         losses.append(round(loss.item(), 4))
+        if (step + 1) % 10 == 0:
+            print(f"step:{step + 1}/{steps} train_loss:{losses[-1]}", flush=True)
     return losses
 
 
@@ -69,7 +72,7 @@ METHODS = {
     "+LQER r4 top3": {"gptq": True, "sdclip": True, "embed_bits": 7, "lqer_rank": 4},
 }
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BENCH_MODEL = {"num_layers": 4, "model_dim": 320, "num_heads": 4, "num_kv_heads": 2, "bigram_vocab_size": 1024,
+BENCH_MODEL = {"num_layers": 2, "model_dim": 320, "num_heads": 4, "num_kv_heads": 2, "bigram_vocab_size": 1024,
                "bigram_dim": 64, "xsa_last_n": 2}  # fmt: skip
 
 
