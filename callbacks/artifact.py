@@ -10,7 +10,7 @@ from golf_lit.callbacks.wallclock import find_clock
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from golf_lit.export import export_model
+from golf_lit.export import TrainingTime, export_model
 from golf_lit.fingerprint import fingerprint
 from golf_lit.outdirs import require_writable_dir
 from golf_lit.quant import QuantConfig
@@ -44,7 +44,9 @@ class ArtifactExport(Callback):
     its weights in (``EMA.apply_to``, which acts once), so the EMA weights are exported whether ``EMA`` is listed
     before or after this callback. Writes ``final_model.int6.ptz``, ``submission.json`` (val_bpb,
     val_loss, bytes_total/model/code, zstd level, int5 layers, per-tensor formats, timings) and
-    ``config.json`` (resolved model and quantization config) into ``dirpath``.
+    ``config.json`` (resolved model and quantization config) into ``dirpath``. With ``quant.gptq`` the Hessians
+    are collected here from training batches, and the report says whether training + calibration stayed within
+    the ``WallClockLimit`` cap (``within_training_budget``; docs/top-stack.md §5.1).
 
     Args:
         dirpath: Output directory (default: ``<trainer.default_root_dir>/artifact``).
@@ -93,6 +95,11 @@ class ArtifactExport(Callback):
         if trainer.is_global_zero:
             dm = trainer.datamodule
             out = self.output_dir(trainer)
+            clock = find_clock(trainer)
+            training_time = None
+            if clock is not None:
+                cap_s = clock.max_ms / 1000.0 if clock.max_ms else None
+                training_time = TrainingTime(clock.training_ms() / 1000.0, cap_s, clock.reserve_seconds)
             self.report = export_model(
                 pl_module.gpt,
                 out,
@@ -106,6 +113,8 @@ class ArtifactExport(Callback):
                 log=trainer.print,
                 extra_config={"optim": pl_module.optim_config.to_dict(), "data": dict(dm.hparams)},
                 extra_report={"training": training_report(trainer), "fingerprint": fingerprint()},
+                train_files=dm.train_files,
+                training_time=training_time,
             )
         trainer.strategy.barrier("artifact_export")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from golf_lit.io import atomic_write_bytes, atomic_write_json
 from golf_lit.model.gpt import GPT
 from golf_lit.outdirs import require_writable_dir
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
-from golf_lit.quant import CodeBytes, QuantConfig, export_artifact, load_artifact_state_dict
+from golf_lit.quant import CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
+from golf_lit.quant.budget import attempt_name
+from golf_lit.quant.calibrate import calibrate
 
 ARTIFACT_NAME = "final_model.int6.ptz"
 
@@ -60,6 +63,40 @@ def _code_bytes(quant: QuantConfig, cfg: ModelConfig, seq_len: int, out: Path, r
     return CodeBytes(len(packed.script), "packed", ((PACKED_NAME, len(packed.script)),)), "packed"
 
 
+@dataclass(frozen=True)
+class TrainingTime:
+    """The training clock at export time (``WallClockLimit``): what GPTQ calibration is added to.
+
+    Attributes:
+        train_s: Training-loop seconds so far.
+        cap_s: The training cap in seconds (None = no cap).
+        reserve_s: Seconds the loop stopped early to leave for calibration (``WallClockLimit.reserve_seconds``).
+    """
+
+    train_s: float
+    cap_s: float | None = None
+    reserve_s: float = 0.0
+
+
+def _training_budget(tt: TrainingTime | None, calibration_s: float, log) -> bool | None:
+    """Calibration reads training data, so it is training time (docs/top-stack.md §5.1, §10.7)."""
+    if tt is None:
+        return None
+    total = tt.train_s + calibration_s
+    within = tt.cap_s is None or total <= tt.cap_s
+    cap = f"{tt.cap_s:.1f}s" if tt.cap_s is not None else "none"
+    log(
+        f"training_budget train:{tt.train_s:.1f}s calibration:{calibration_s:.1f}s total:{total:.1f}s "
+        f"cap:{cap} reserve:{tt.reserve_s:.1f}s within_training_budget:{within}"
+    )
+    if not within:
+        log(
+            f"WARNING: training + GPTQ calibration took {total:.1f}s, past the {cap} training cap: raise "
+            "WallClockLimit.reserve_seconds or lower quant.gptq_calibration_batches"
+        )
+    return within
+
+
 def export_model(
     model: GPT,
     out_dir: str | Path,
@@ -75,6 +112,8 @@ def export_model(
     extra_config: dict[str, Any] | None = None,
     extra_report: dict[str, Any] | None = None,
     log=print,
+    train_files: str | None = None,
+    training_time: TrainingTime | None = None,
 ) -> dict[str, Any]:
     """Write ``final_model.int6.ptz``, ``submission.json`` and ``config.json`` into ``out_dir``.
 
@@ -95,6 +134,8 @@ def export_model(
         extra_config: More resolved configuration to store in ``config.json`` (e.g. the training config).
         extra_report: More entries for ``submission.json`` (e.g. the training mode, seconds and fingerprint).
         log: Where record-shaped lines go.
+        train_files: Training shards, for GPTQ calibration (``quant.gptq``); never the validation files.
+        training_time: The training clock, to report whether training + calibration stayed within the cap.
 
     Returns:
         The report written to ``submission.json``.
@@ -118,13 +159,25 @@ def export_model(
         log(f"pre_quant val_loss:{sums.val_loss:.4f} val_bpb:{sums.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms")
         report.update(pre_quant_val_loss=sums.val_loss, pre_quant_val_bpb=sums.val_bpb)
 
+    hessians, calibration_s = None, 0.0
+    if quant.gptq:
+        if train_files is None:
+            raise ValueError("quant.gptq: calibration needs the training files (train_files); none were given")
+        t0 = time.perf_counter()
+        hessians = calibrate(model, resolve(train_files), quant, seq_len)
+        calibration_s = time.perf_counter() - t0
+        log(f"gptq:calibrated {len(hessians)} Hessians on {quant.gptq_calibration_batches} training batches "
+            f"in {calibration_s:.1f}s")  # fmt: skip
+    within = _training_budget(training_time, calibration_s, log)
+
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     code, convention = _code_bytes(quant, cfg, seq_len, out, report)
     t0 = time.perf_counter()
-    result = export_artifact(state, out / ARTIFACT_NAME, quant, code_bytes=code)
+    result = save_artifact(state, out / ARTIFACT_NAME, quant, code_bytes=code, hessians=hessians)
     export_s = time.perf_counter() - t0
     log(
-        f"Serialized model int6+zstd: {result.bytes_model} bytes (zstd-{result.level}"
+        f"Serialized model int6+{result.compressor}: {result.bytes_model} bytes "
+        f"({attempt_name(result.compressor, result.level)}"
         + (f", int5 layers {list(result.int5_layers)})" if result.int5_layers else ")")
     )
     log(f"Code size: {result.code_bytes} bytes")
@@ -148,9 +201,17 @@ def export_model(
             k: summary[k]
             for k in ("bytes_total", "bytes_model", "bytes_code", "limit_bytes", "fits", "zstd_level", "int5_layers")
         },
+        **({"compressor": result.compressor} if result.compressor != "zstd" else {}),
         code_files=summary["code_files"],
         code_convention=convention,
-        timings={**summary["timings"], "export_s": export_s, "roundtrip_eval_s": secs},
+        timings={
+            **({"train_s": training_time.train_s} if training_time else {}),
+            **({"calibration_s": calibration_s} if quant.gptq else {}),
+            **summary["timings"],
+            "export_s": export_s,
+            "roundtrip_eval_s": secs,
+        },
+        **({"within_training_budget": within} if within is not None else {}),
         sizes_tried=summary["sizes_tried"],
         per_tensor=summary["per_tensor"],
         **(extra_report or {}),
@@ -219,6 +280,23 @@ def main(argv: list[str] | None = None) -> int:
         help="code-bytes convention: the readable golf_lit scorer files (= --code_bytes auto) or one packed file",
     )
     parser.add_argument("--gptq_lite", action="store_true", help="per-matrix clip search for int6 (2026-03-22 record)")
+    top = parser.add_argument_group("leaderboard-top quantization (docs/top-stack.md §5)")
+    top.add_argument("--gptq", action="store_true", help="full-Hessian GPTQ calibrated on training batches")
+    top.add_argument("--gptq_calibration_batches", type=int, default=16)
+    top.add_argument("--gptq_calibration_tokens", type=int, default=98_304, help="tokens per calibration batch")
+    top.add_argument("--sdclip", action="store_true", help="row scale k*std(row)/qmax (k per kind below)")
+    top.add_argument("--mlp_clip_sigmas", type=float, default=11.5)
+    top.add_argument("--attn_clip_sigmas", type=float, default=13.0)
+    top.add_argument("--embed_clip_sigmas", type=float, default=14.0)
+    top.add_argument("--embed_bits", type=int, default=None, help="embeddings on the matrix path at this width (7)")
+    top.add_argument("--lqer_rank", type=int, default=0, help="LQER correction rank (0 = off)")
+    top.add_argument("--lqer_top_k", type=int, default=3)
+    top.add_argument("--lqer_sym", action="store_true", help="symmetric int4 factors instead of 2/4-bit asym")
+    top.add_argument("--quant_gate", action="store_true", help="int8 rows for small *.attn_gate_w")
+    top.add_argument("--compressor", default="zstd", help="zstd | brotli | lzma | pergroup, or several: pergroup,brotli")  # noqa: E501
+    top.add_argument("--pergroup_backend", default="auto", help="auto | lrzip | lzma | brotli | zstd")
+    top.add_argument("--training_cap_seconds", type=float, default=None,
+                     help="training cap, to report whether training + calibration stayed within it")  # fmt: skip
     parser.add_argument("--no_pre_quant_eval", action="store_true", help="skip scoring the unquantized model")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(normalize_options(list(sys.argv[1:] if argv is None else argv),
@@ -234,7 +312,27 @@ def main(argv: list[str] | None = None) -> int:
     quant = QuantConfig(
         code_bytes=code_bytes,
         gptq_lite=args.gptq_lite,
+        gptq=args.gptq,
+        gptq_calibration_batches=args.gptq_calibration_batches,
+        gptq_calibration_tokens=args.gptq_calibration_tokens,
+        sdclip=args.sdclip,
+        mlp_clip_sigmas=args.mlp_clip_sigmas,
+        attn_clip_sigmas=args.attn_clip_sigmas,
+        embed_clip_sigmas=args.embed_clip_sigmas,
+        embed_bits=args.embed_bits,
+        lqer_rank=args.lqer_rank,
+        lqer_top_k=args.lqer_top_k,
+        lqer_asym=not args.lqer_sym,
+        quant_gate=args.quant_gate,
+        compressor=args.compressor,
+        pergroup_backend=args.pergroup_backend,
         **({"zstd_levels": args.zstd_levels} if args.zstd_levels else {}),
+    )
+    clock = next((v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("WallClockLimit")), None)
+    training_time = (
+        TrainingTime(float(clock["elapsed_ms"]) / 1000.0, args.training_cap_seconds)
+        if isinstance(clock, dict) and "elapsed_ms" in clock
+        else None
     )
     report = export_model(
         model.to(args.device),
@@ -246,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         val_max_tokens=args.val_max_tokens if args.val_max_tokens is not None else data_hp.get("val_max_tokens"),
         eval_pre_quant=not args.no_pre_quant_eval,
         extra_config={"checkpoint": str(args.ckpt), "data": data_hp},
+        train_files=data_hp.get("train_files"),
+        training_time=training_time,
     )
     print(f"wrote {out}/{ARTIFACT_NAME} ({report['bytes_total']} bytes with code) and {out}/submission.json")
     return 0

@@ -21,7 +21,8 @@ from golf_lit.export import ARTIFACT_NAME, export_model
 from golf_lit.export import main as export_main
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
-from golf_lit.quant.artifact import ArtifactError, export_artifact
+from golf_lit.quant import ArtifactError
+from golf_lit.quant import save_artifact as export_artifact
 
 MODEL = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,
                     bigram_vocab_size=0)

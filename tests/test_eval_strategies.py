@@ -23,7 +23,7 @@ from golf_lit.eval.sums import ScoreSums
 from golf_lit.export import ARTIFACT_NAME
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
-from golf_lit.quant.artifact import export_artifact
+from golf_lit.quant import save_artifact as export_artifact
 
 MODEL_CFG = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,
                         bigram_vocab_size=0)

@@ -33,7 +33,7 @@ SMALL = ["--max_tokens", "1200", "--sliding.seq_len", "128", "--sliding.stride",
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Path:
     """A quantized artifact of a small random GPT with export's config.json beside it."""
-    from golf_lit.quant.artifact import export_artifact
+    from golf_lit.quant import save_artifact as export_artifact
 
     out = tmp_path_factory.mktemp("art")
     torch.manual_seed(7)

@@ -20,7 +20,8 @@ from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.data.vocab import check_tokenizer_matches
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.model.gpt import GPT
-from golf_lit.quant import QuantConfig, export_artifact, load_artifact_state_dict
+from golf_lit.quant import QuantConfig, load_artifact_state_dict
+from golf_lit.quant import save_artifact as export_artifact
 from tests.conftest import TRAIN_DOCS, VAL_DOCS
 
 

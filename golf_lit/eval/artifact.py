@@ -111,10 +111,10 @@ def load_model(artifact: str | Path, cfg: ModelConfig) -> GPT:
     """A GPT with the artifact's (dequantized) weights, on the CPU in fp32.
 
     Raises:
-        golf_lit.quant.artifact.ArtifactError: naming the file, for anything that is not an artifact or a plain
+        golf_lit.quant.ArtifactError: naming the file, for anything that is not an artifact or a plain
             state dict of tensors (files holding other Python objects are refused, never unpickled).
     """
-    from golf_lit.quant.artifact import ArtifactError, load_record_checkpoint
+    from golf_lit.quant import ArtifactError, load_record_checkpoint
 
     model = GPT(cfg)
     try:

@@ -16,7 +16,7 @@ from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.model.gpt import GPT
-from golf_lit.quant.artifact import load_artifact_state_dict
+from golf_lit.quant.records import load_artifact_state_dict
 
 
 def main(argv: list[str], baked: dict) -> int:

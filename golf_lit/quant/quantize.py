@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 from golf_lit.model.names import is_control
+from golf_lit.quant import lqer
+from golf_lit.quant.gptq import amax_scales, gptq_quantize, qmax_of, quantize_rtn, sdclip_scales
 
 PASSTHROUGH_MAX_NUMEL = 65_536
 """Float tensors with at most this many elements are stored as fp16 as they are."""
@@ -62,6 +64,49 @@ class QuantConfig:
     file whose size is counted, or a number of bytes."""
     artifact_limit_bytes: int = 16_000_000
     """Challenge limit on code bytes + compressed model bytes (decimal bytes)."""
+    # --- leaderboard-top options (docs/top-stack.md §5); every default keeps the seed's artifact ---
+    gptq: bool = False
+    """Full-Hessian GPTQ for every matrix with a calibration Hessian (0329-GPTQ, PRs #634/#1019)."""
+    gptq_calibration_batches: int = 16
+    """Training micro-batches whose activations give the Hessians."""
+    gptq_calibration_tokens: int = 98_304
+    """Tokens per calibration batch (TOP: 48 x 2,048 per rank)."""
+    gptq_block_size: int = 128
+    """Columns per GPTQ lazy-update block."""
+    gptq_damp: float = 0.01
+    """Diagonal damping relative to mean(diag H)."""
+    gptq_act_order: bool = True
+    """Quantize columns by descending Hessian diagonal."""
+    sdclip: bool = False
+    """Row scale k * std(row) / q_max with k per kind (0405-SDClip, PR #1394) instead of the row max."""
+    mlp_clip_sigmas: float = 11.5
+    """SDClip k of MLP matrices (TOP)."""
+    attn_clip_sigmas: float = 13.0
+    """SDClip k of attention matrices (TOP)."""
+    embed_clip_sigmas: float = 14.0
+    """SDClip k of embeddings (TOP)."""
+    matrix_clip_sigmas: float = 12.85
+    """SDClip k of any other quantized matrix (TOP's fallback)."""
+    matrix_bits: int = 6
+    """Bits of the mlp/attn matrices (demoted layers get one bit less)."""
+    embed_bits: int | None = None
+    """None: the seed's int8 percentile path for embeddings; 7: the matrix path (GPTQ/SDClip) at int7 (PR #1586)."""
+    lqer_rank: int = 0
+    """LQER: rank of the low-rank correction of the quantization error (0 = off; TOP 4; PR #1797)."""
+    lqer_top_k: int = 3
+    """LQER: corrected tensors, those with the largest ||W - Q s||_F."""
+    lqer_asym: bool = True
+    """LQER packing: 2-bit A per matrix + 4-bit B per group of 64 (True) or lqer_factor_bits per row (False)."""
+    lqer_factor_bits: int = 4
+    """LQER symmetric packing bits; 0 keeps the factors in fp32 (a test/reference setting)."""
+    quant_gate: bool = False
+    """int8 per row for 2-D ``*.attn_gate_w`` with 32..8,192 elements instead of fp16 (0419-QGate, PR #1736)."""
+    compressor: str = "zstd"
+    """Packing, or several comma-separated, tried in order: zstd (the seed's file), brotli (quality 11, byte
+    shuffle; extra golf-lit[compress]), lzma, pergroup (codes grouped by role, docs/top-stack.md §5.7)."""
+    pergroup_backend: str = "auto"
+    """pergroup code streams: auto (lrzip if on PATH, else the smallest of lzma/brotli/zstd), lrzip, lzma,
+    brotli or zstd."""
 
     def __post_init__(self) -> None:
         def bad(key: str, msg: str) -> ValueError:
@@ -87,10 +132,40 @@ class QuantConfig:
                 raise bad("code_bytes", f"must be between 0 and artifact_limit_bytes={self.artifact_limit_bytes}")
         elif not isinstance(self.code_bytes, str) or not self.code_bytes:
             raise bad("code_bytes", "must be 'auto', a file path or a number of bytes")
+        for key in ("gptq_calibration_batches", "gptq_calibration_tokens", "gptq_block_size", "lqer_top_k"):
+            if isinstance(getattr(self, key), bool) or not isinstance(getattr(self, key), int) or getattr(self, key) < 1:  # noqa: E501
+                raise bad(key, "must be a positive integer")
+        for key in ("mlp_clip_sigmas", "attn_clip_sigmas", "embed_clip_sigmas", "matrix_clip_sigmas"):
+            if not (isinstance(getattr(self, key), (int, float)) and getattr(self, key) > 0):
+                raise bad(key, "must be a positive number")
+        if not (isinstance(self.gptq_damp, (int, float)) and self.gptq_damp >= 0):
+            raise bad("gptq_damp", "must be >= 0")
+        if self.matrix_bits not in (6, 7, 8):
+            raise bad("matrix_bits", "must be 6, 7 or 8")
+        if self.embed_bits is not None and self.embed_bits not in (5, 6, 7, 8):
+            raise bad("embed_bits", "must be null (seed int8 path) or 5-8")
+        if isinstance(self.lqer_rank, bool) or not isinstance(self.lqer_rank, int) or self.lqer_rank < 0:
+            raise bad("lqer_rank", "must be an integer >= 0")
+        if self.lqer_factor_bits not in (0, 2, 3, 4, 5, 6, 7, 8):
+            raise bad("lqer_factor_bits", "must be 0 (fp32 factors) or 2-8")
+        from golf_lit.quant.compression import check_compressors  # late: compression imports nothing from here
+
+        try:
+            check_compressors(self.compressor, self.pergroup_backend)
+        except ValueError as e:
+            raise ValueError(f"quant.compressor: {e}") from None
+
+    @property
+    def compressors(self) -> list[str]:
+        """The packings tried, in order."""
+        return [c.strip() for c in self.compressor.split(",") if c.strip()]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (for reports)."""
         return asdict(self)
+
+
+_DEFAULT = QuantConfig()
 
 
 def classify_tensor(name: str) -> str:
@@ -125,25 +200,54 @@ def num_blocks(names: Collection[str]) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def tensor_format(name: str, tensor: Tensor, int5_layers: Collection[int] = frozenset()) -> str:
+def tensor_format(
+    name: str, tensor: Tensor, int5_layers: Collection[int] = frozenset(), cfg: QuantConfig | None = None
+) -> str:
     """Storage format the quantizer gives a tensor (works on meta tensors: uses only name, dtype and size).
 
     Args:
         name: State-dict key.
-        tensor: The tensor (only dtype and numel are read).
-        int5_layers: Block indices demoted from int6 to int5.
+        tensor: The tensor (only dtype, rank and numel are read).
+        int5_layers: Block indices demoted one bit (int6 -> int5).
+        cfg: Options (matrix/embedding bits, quantized gates); defaults to QuantConfig() (the seed).
 
     Returns:
-        ``"passthrough"`` (fp16 for floats, unchanged otherwise), ``"passthrough_ctrl"`` (fp32), ``"int6"``,
-        ``"int5"`` or ``"int8"``.
+        ``"passthrough"`` (fp16 for floats, unchanged otherwise), ``"passthrough_ctrl"`` (fp32), ``"gate_int8"``,
+        ``"int<b>"`` of the matrix path (mlp/attn, and embeddings with ``embed_bits``) or ``"int8"`` (the seed's
+        percentile path).
     """
+    cfg = cfg or _DEFAULT
+    if cfg.quant_gate and is_quant_gate(name, tensor):
+        return "gate_int8"
     if not tensor.is_floating_point() or tensor.numel() <= PASSTHROUGH_MAX_NUMEL:
         return "passthrough"
     if is_control(name):
         return "passthrough_ctrl"
-    if classify_tensor(name) in INT6_CATEGORIES:
-        return "int5" if block_index(name) in int5_layers else "int6"
-    return "int8"
+    bits = matrix_bits(name, int5_layers, cfg)
+    return f"int{bits}" if bits is not None else "int8"
+
+
+def is_quant_gate(name: str, tensor: Tensor) -> bool:
+    """A 2-D ``*.attn_gate_w`` with 32..8,192 elements (docs/top-stack.md §5.5; 0419-QGate/0423-PolarNS)."""
+    return name.endswith(".attn_gate_w") and tensor.ndim == 2 and 32 <= tensor.numel() <= 8192
+
+
+def matrix_bits(name: str, int5_layers: Collection[int], cfg: QuantConfig) -> int | None:
+    """Bits of the matrix path for a large float tensor, or None for the seed's int8 percentile path."""
+    kind = classify_tensor(name)
+    if kind in INT6_CATEGORIES:
+        return cfg.matrix_bits - 1 if block_index(name) in int5_layers else cfg.matrix_bits
+    if kind == "embed" and cfg.embed_bits is not None:
+        return cfg.embed_bits
+    return None
+
+
+def clip_sigmas(name: str, cfg: QuantConfig) -> float:
+    """SDClip k of a tensor by kind (mlp / attn / embed / other)."""
+    kind = classify_tensor(name)
+    return {"mlp": cfg.mlp_clip_sigmas, "attn": cfg.attn_clip_sigmas, "embed": cfg.embed_clip_sigmas}.get(
+        kind, cfg.matrix_clip_sigmas
+    )
 
 
 def quantize_rows_int6(t: Tensor, qmax: int = INT6_QMAX, scale_floor_mult: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -242,34 +346,56 @@ def _own_storage(t: Tensor) -> Tensor:
 
 
 def quantize_tensor(
-    name: str, tensor: Tensor, int5_layers: Collection[int] = frozenset(), cfg: QuantConfig | None = None
-) -> tuple[dict[str, Tensor], str | dict[str, str], dict[str, Any]]:
+    name: str,
+    tensor: Tensor,
+    int5_layers: Collection[int] = frozenset(),
+    cfg: QuantConfig | None = None,
+    hessian: Tensor | None = None,
+) -> tuple[dict[str, Tensor], str | dict[str, Any], dict[str, Any]]:
     """Quantize one state-dict entry.
 
     Args:
         name: State-dict key.
         tensor: The tensor.
         int5_layers: Block indices demoted from int6 to int5.
-        cfg: Options (scale floor, GPTQ-lite); defaults to QuantConfig().
+        cfg: Options (scale floor, GPTQ-lite, GPTQ, SDClip, bits); defaults to QuantConfig().
+        hessian: Calibration Hessian of the tensor's input (used when ``cfg.gptq``).
 
     Returns:
         ``(entries, meta, info)``: storage entries for ``w``, the meta value for ``m`` and a small dict for
-        reports (``format``, and ``clip_quantile`` under GPTQ-lite).
+        reports (``format``, ``clip_quantile`` under GPTQ-lite, ``method`` on the top-stack paths).
     """
-    cfg = cfg or QuantConfig()
+    cfg = cfg or _DEFAULT
     t = tensor.detach().cpu().contiguous()
-    fmt = tensor_format(name, t, int5_layers)
+    fmt = tensor_format(name, t, int5_layers, cfg)
     if fmt == "passthrough":
         stored = t.to(torch.float16) if t.is_floating_point() else t
         return {name: _own_storage(stored)}, "passthrough", {"format": "passthrough"}
     if fmt == "passthrough_ctrl":
         return {name: _own_storage(t.float())}, "passthrough_ctrl", {"format": fmt}
     info: dict[str, Any] = {"format": fmt}
-    if fmt == "int8":
+    if fmt == "gate_int8":  # docs/top-stack.md §5.5 (0419-QGate, PR #1736)
+        scale = (t.float().abs().amax(dim=1) / INT8_QMAX).clamp_min(1e-10).to(torch.float16)
+        q = quantize_rtn(t, scale, INT8_QMAX)
+        return {f"{name}.q": q, f"{name}.scale": scale}, {"type": "int8"}, info
+    bits = matrix_bits(name, int5_layers, cfg)
+    if bits is None:
         q, scale = quantize_rows_int8(t)
     else:
-        qmax = INT5_QMAX if fmt == "int5" else INT6_QMAX
-        if cfg.gptq_lite:
+        qmax = qmax_of(bits)
+        top = t.ndim == 2 and (cfg.sdclip or (cfg.gptq and hessian is not None))
+        if top:
+            scale = sdclip_scales(t, clip_sigmas(name, cfg), qmax) if cfg.sdclip else amax_scales(t, qmax)
+            if cfg.gptq and hessian is not None:
+                q = gptq_quantize(
+                    t, hessian, scale, qmax,
+                    block_size=cfg.gptq_block_size, damp=cfg.gptq_damp, act_order=cfg.gptq_act_order,
+                )  # fmt: skip
+                info["method"] = "gptq+sdclip" if cfg.sdclip else "gptq"
+            else:
+                q = quantize_rtn(t, scale, qmax)
+                info["method"] = "sdclip"
+        elif cfg.gptq_lite:
             q, scale, info["clip_quantile"] = quantize_rows_gptq_lite(t, qmax, cfg.scale_floor_mult)
         else:
             q, scale = quantize_rows_int6(t, qmax, cfg.scale_floor_mult)
@@ -281,28 +407,62 @@ def quantize_state_dict(
     int5_layers: Collection[int] = frozenset(),
     cfg: QuantConfig | None = None,
     details: dict[str, dict[str, Any]] | None = None,
-) -> tuple[dict[str, Tensor], dict[str, str | dict[str, str]]]:
-    """Quantize a whole state dict in its own order (SPEC §9.1).
+    cache: dict[tuple[str, str], Any] | None = None,
+    hessians: Mapping[str, Tensor] | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Quantize a whole state dict in its own order (SPEC §9.1; docs/top-stack.md §5).
 
     Args:
         state_dict: Name -> tensor, e.g. ``model.state_dict()``.
         int5_layers: Block indices whose int6 matrices are stored as int5.
         cfg: Options; defaults to QuantConfig() (the seed's behaviour).
-        details: If given, filled with name -> per-tensor info (format, chosen GPTQ-lite quantile).
+        details: If given, filled with name -> per-tensor info (format, chosen GPTQ-lite quantile, method).
+        cache: If given, ``(name, format) -> quantize_tensor output`` reused across calls (the budget search
+            re-quantizes only the tensors whose format changed).
+        hessians: Name -> calibration Hessian, for ``cfg.gptq``.
 
     Returns:
         ``(w, m)``: storage tensors and per-name format metadata, the seed's container contents.
     """
-    cfg = cfg or QuantConfig()
+    cfg = cfg or _DEFAULT
+    hessians = hessians or {}
+    cache = {} if cache is None else cache
     w: dict[str, Tensor] = {}
-    m: dict[str, str | dict[str, str]] = {}
+    m: dict[str, Any] = {}
     for name, tensor in state_dict.items():
-        entries, meta, info = quantize_tensor(name, tensor, int5_layers, cfg)
+        key = (name, tensor_format(name, tensor, int5_layers, cfg))
+        if key not in cache:
+            cache[key] = quantize_tensor(name, tensor, int5_layers, cfg, hessians.get(name))
+        entries, meta, info = cache[key]
         w.update(entries)
         m[name] = meta
         if details is not None:
             details[name] = info
+    if cfg.lqer_rank > 0:
+        _add_lqer(state_dict, w, m, cfg, details)
     return w, m
+
+
+def _add_lqer(
+    state_dict: Mapping[str, Tensor],
+    w: dict[str, Tensor],
+    m: dict[str, Any],
+    cfg: QuantConfig,
+    details: dict[str, dict[str, Any]] | None,
+) -> None:
+    """Low-rank corrections of the ``lqer_top_k`` matrix-path tensors with the largest ||E||_F (in place)."""
+    errors: dict[str, Tensor] = {}
+    for name, tensor in state_dict.items():
+        meta = m[name]
+        if isinstance(meta, Mapping) and tensor.ndim == 2 and matrix_bits(name, (), cfg) is not None:
+            errors[name] = tensor.detach().cpu().float() - dequantize_tensor(name, w, meta, tensor.float())
+    norms = {n: float(torch.linalg.matrix_norm(e).item()) for n, e in errors.items()}
+    for name in lqer.choose(norms, cfg.lqer_top_k):
+        parts, info = lqer.correct(errors[name], cfg.lqer_rank, cfg.lqer_asym, cfg.lqer_factor_bits)
+        w.update({f"{name}.lqer_{k}": v for k, v in parts.items()})
+        m[name] = {**m[name], "lqer": info["packing"]}
+        if details is not None:
+            details[name] = {**details[name], "lqer_rank": info["rank"], "lqer_packing": info["packing"]}
 
 
 def _stored(w: Mapping[str, Tensor], key: str, name: str) -> Tensor:
@@ -338,8 +498,8 @@ def dequantize_tensor(name: str, w: Mapping[str, Tensor], meta: Any, like: Tenso
             t = t.to(like.dtype)
         return t
     kind = meta.get("type") if isinstance(meta, Mapping) else None
-    if kind not in ("int5", "int6", "int8"):
-        raise QuantStateError(f"tensor {name!r}: unknown format {meta!r} (expected passthrough or int5/int6/int8)")
+    if kind not in ("int5", "int6", "int7", "int8"):
+        raise QuantStateError(f"tensor {name!r}: unknown format {meta!r} (expected passthrough or int5/int6/int7/int8)")
     q = _stored(w, f"{name}.q", name)
     scale = _stored(w, f"{name}.scale", name)
     if tuple(q.shape) != shape:
@@ -349,7 +509,15 @@ def dequantize_tensor(name: str, w: Mapping[str, Tensor], meta: Any, like: Tenso
     if q.ndim == 0 or scale.numel() != q.shape[0]:
         raise QuantStateError(f"tensor {name!r}: {scale.numel()} row scales for a tensor of shape {tuple(q.shape)}")
     rows = scale.float().view(q.shape[0], *([1] * (q.ndim - 1)))
-    return (q.float() * rows).to(like.dtype)
+    out = q.float() * rows
+    if "lqer" in meta:  # docs/top-stack.md §5.4
+        parts = {k: _stored(w, f"{name}.lqer_{k}", name) for k in ("A", "B", "A_scale", "B_scale")
+                 if f"{name}.lqer_{k}" in w or k in ("A", "B")}  # fmt: skip
+        try:
+            out = out + lqer.unpack(parts, meta["lqer"]).reshape(out.shape)
+        except (RuntimeError, ValueError) as e:
+            raise QuantStateError(f"tensor {name!r}: bad LQER factors: {e}") from e
+    return out.to(like.dtype)
 
 
 def dequantize_state_dict(
