@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: golf-lit {fit,validate,eval,export,data} ...
+USAGE = """usage: golf-lit {fit,validate,eval,export,data,ablate,plot} ...
 
   fit        train with LightningCLI:  golf-lit fit --config configs/smoke.yaml
   validate   score a checkpoint's weights on the validation split (LightningCLI)
   eval       score an artifact (roundtrip, sliding window, score-first TTT, n-gram mixer)
   export     quantize + compress a checkpoint into a challenge artifact
   data       download shards, tokenize documents, train a tokenizer
+  ablate     train with each technique switched off; table of val_bpb deltas (Markdown + JSON)
+  plot       PNG plots of train loss, val_bpb and lr multiplier from runs' CSV logs
 
 Run 'golf-lit COMMAND -h' for the options of a command.
 """
@@ -62,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             from golf_lit.data.cli import main as data_main
 
             return data_main(rest)
+        if command in ("ablate", "plot"):
+            from importlib import import_module
+
+            return import_module(f"golf_lit.{command}").main(rest)
     except (ValueError, FileNotFoundError) as exc:  # bad config or input: the message names the key/file
         print(f"golf-lit {command}: error: {exc}", file=sys.stderr)
         return 2

@@ -136,6 +136,7 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
         backend_steps=cfg.muon_backend_steps,
         weight_decay=cfg.muon_wd,
         shard_ns=cfg.muon_shard_ns,
+        ns_dtype=cfg.muon_ns_dtype,
     )
     optimizers: list[torch.optim.Optimizer] = [adamw(groups["token"]), muon, adamw(groups["scalar"])]
     if "head" in groups:
