@@ -29,7 +29,8 @@ def unigram_bpb(train: np.ndarray, val: torch.Tensor, luts, vocab_size: int) -> 
     x, y = val[:-1], val[1:]
     nll = float(-logp[y.numpy()].sum())
     nbytes = int(luts.token_bytes(x, y).sum())
-    return {"tokens": int(y.numel()), "bytes": nbytes, "val_loss": nll / y.numel(), "val_bpb": nll / math.log(2) / nbytes}
+    bpb = nll / math.log(2) / nbytes
+    return {"tokens": int(y.numel()), "bytes": nbytes, "val_loss": nll / y.numel(), "val_bpb": bpb}
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ wall-clock cap off unless ``--keep-wallclock``, and every logger/checkpoint fold
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -92,7 +93,9 @@ def parse_variants(raw: Any, source: str) -> tuple[list[Variant], str | None]:
             raise _error(f"{where}: expected a mapping with a non-empty 'name'")
         unknown = set(item) - {"name", "args", "callbacks", "note"}
         if unknown:
-            raise _error(f"{where} ({item['name']}): unknown key(s) {sorted(unknown)}; expected name, args, callbacks, note")
+            raise _error(
+                f"{where} ({item['name']}): unknown key(s) {sorted(unknown)}; expected name, args, callbacks, note"
+            )
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", item["name"]):
             raise _error(f"{where}: name {item['name']!r} may only hold letters, digits and _ . + -")
         args = item.get("args") or []
@@ -101,7 +104,8 @@ def parse_variants(raw: Any, source: str) -> tuple[list[Variant], str | None]:
         if not isinstance(args, list):
             raise _error(f"{where} ({item['name']}): 'args' must be a string or a list")
         callbacks = item.get("callbacks") or {}
-        if not isinstance(callbacks, dict) or any(v is not None and not isinstance(v, dict) for v in callbacks.values()):
+        bad_change = any(v is not None and not isinstance(v, dict) for v in getattr(callbacks, "values", list)())
+        if not isinstance(callbacks, dict) or bad_change:
             raise _error(f"{where} ({item['name']}): 'callbacks' must map a class name to null or init_args")
         out.append(Variant(item["name"], [str(a) for a in args], callbacks, str(item.get("note", ""))))
     names = [v.name for v in out]
@@ -155,7 +159,9 @@ def isolate_outputs(cfg: dict, run_dir: Path) -> dict:
     return cfg
 
 
-def fit_command(config: Path, variant: Variant, seed: int, run_dir: Path, steps: int | None, extra: list[str]) -> list[str]:
+def fit_command(
+    config: Path, variant: Variant, seed: int, run_dir: Path, steps: int | None, extra: list[str]
+) -> list[str]:
     """The ``golf-lit fit`` command line of one run (user overrides last, so they win)."""
     cmd = [sys.executable, "-m", "golf_lit", "fit", "--config", str(config)]
     cmd += ["--seed_everything", str(seed), "--trainer.default_root_dir", str(run_dir)]
@@ -165,16 +171,31 @@ def fit_command(config: Path, variant: Variant, seed: int, run_dir: Path, steps:
     return cmd + extra + variant.args
 
 
-def run_one(cmd: list[str], run_dir: Path) -> dict:
-    """Run one fit in ``run_dir``; return its scores from the artifact report (or the last validation line)."""
+def run_one(cmd: list[str], run_dir: Path, resume: bool = False) -> dict:
+    """Run one fit in ``run_dir``; return its scores from the artifact report (or the last validation line).
+
+    The row is saved as ``run_dir/result.json``; with ``resume`` a saved successful row of the same command and
+    config text is returned instead of training again.
+    """
+    command = shlex.join(cmd)
+    config = run_dir / "fit_config.yaml"
+    fingerprint = hashlib.sha256((command + (config.read_text() if config.is_file() else "")).encode()).hexdigest()
+    saved = run_dir / "result.json"
+    if resume and saved.is_file():
+        row = json.loads(saved.read_text())
+        if row.get("fingerprint") == fingerprint and row.get("returncode") == 0:
+            return {**row, "reused": True}
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (saved, *run_dir.rglob("submission.json")):  # never report an earlier run's scores
+        stale.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     with open(run_dir / "stdout.log", "w") as out, open(run_dir / "stderr.log", "w") as err:
         rc = subprocess.run(cmd, stdout=out, stderr=err, env=env).returncode
     seconds = time.perf_counter() - t0
-    (run_dir / "command.txt").write_text(shlex.join(cmd) + "\n")
-    row: dict[str, Any] = {"returncode": rc, "seconds": round(seconds, 2), "run_dir": str(run_dir)}
+    (run_dir / "command.txt").write_text(command + "\n")
+    row: dict[str, Any] = {"returncode": rc, "seconds": round(seconds, 2), "run_dir": str(run_dir), "command": command}
+    row["fingerprint"] = fingerprint  # command + config text: --resume reuses only an identical run
     text = (run_dir / "stdout.log").read_text()
     vals = _VAL_RE.findall(text)
     times = _TIME_RE.findall(text)
@@ -184,12 +205,15 @@ def run_one(cmd: list[str], run_dir: Path) -> dict:
     if report is not None:
         sub = json.loads(report.read_text())
         row.update(
-            val_bpb=sub.get("val_bpb"), pre_quant_val_bpb=sub.get("pre_quant_val_bpb"), bytes_total=sub.get("bytes_total")
+            val_bpb=sub.get("val_bpb"),
+            pre_quant_val_bpb=sub.get("pre_quant_val_bpb"),
+            bytes_total=sub.get("bytes_total"),
         )
     else:  # no ArtifactExport in the config: the last validation score, no artifact
         row.update(val_bpb=row["last_val_bpb"], pre_quant_val_bpb=row["last_val_bpb"], bytes_total=None)
     if rc != 0:
         row["error"] = (run_dir / "stderr.log").read_text()[-2000:]
+    atomic_write_json(saved, row)
     return row
 
 
@@ -204,7 +228,9 @@ def mean_se(xs: list[float]) -> tuple[float | None, float | None]:
     return m, math.sqrt(var / len(xs))
 
 
-def summarize(variants: list[Variant], baseline: str, seeds: list[int], runs: dict[tuple[str, int], dict]) -> list[dict]:
+def summarize(
+    variants: list[Variant], baseline: str, seeds: list[int], runs: dict[tuple[str, int], dict]
+) -> list[dict]:
     """One row per variant: mean val_bpb, paired delta vs the baseline over seeds with its standard error."""
     rows = []
     for v in variants:
@@ -286,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the config's WallClockLimit cap (default: off, so every run trains the same steps and lr schedule)",
     )
+    p.add_argument("--resume", action="store_true", help="reuse finished runs of the same command (result.json)")
     p.add_argument("--dry-run", action="store_true", help="print the fit commands and exit")
     return p
 
@@ -354,12 +381,13 @@ def main(argv: list[str]) -> int:
     print(f"golf-lit ablate: {len(plans)} runs ({len(variants)} variants x {len(seeds)} seeds), {args.jobs} at a time")
     runs: dict[tuple[str, int], dict] = {}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {key: pool.submit(run_one, cmd, run_dir) for key, (cmd, run_dir) in plans.items()}
+        futures = {key: pool.submit(run_one, cmd, run_dir, args.resume) for key, (cmd, run_dir) in plans.items()}
         for key, fut in futures.items():
             runs[key] = fut.result()
             r = runs[key]
             status = f"val_bpb:{_fmt(r['val_bpb'])}" if r["returncode"] == 0 else f"FAILED rc={r['returncode']}"
-            print(f"  {key[0]} seed {key[1]}: {status} ({r['seconds']:.0f}s, {r['run_dir']})", flush=True)
+            reused = ", reused" if r.get("reused") else ""
+            print(f"  {key[0]} seed {key[1]}: {status} ({r['seconds']:.0f}s{reused}, {r['run_dir']})", flush=True)
     rows = summarize(variants, baseline, seeds, runs)
     steps_note = f"{args.steps} steps" if args.steps else "the config's steps"
     meta = {"config": args.config, "seeds": seeds, "steps": args.steps, "steps_note": steps_note, "extra_args": extra}
@@ -367,12 +395,17 @@ def main(argv: list[str]) -> int:
     atomic_write_text(out / "ablation.md", table)
     atomic_write_json(
         out / "ablation.json",
-        {**meta, "baseline": baseline, "rows": rows, "runs": [{"variant": k[0], "seed": k[1], **r} for k, r in runs.items()]},
+        {
+            **meta,
+            "baseline": baseline,
+            "rows": rows,
+            "runs": [{"variant": k[0], "seed": k[1], **r} for k, r in runs.items()],
+        },
     )
     print(table)
     print(f"wrote {out / 'ablation.md'} and {out / 'ablation.json'}")
     failed = [f"{k[0]}/seed{k[1]}" for k, r in runs.items() if r["returncode"] != 0]
     if failed:
-        print(f"golf-lit ablate: {len(failed)} run(s) failed: {', '.join(failed)} (see their stderr.log)", file=sys.stderr)
+        print(f"golf-lit ablate: {len(failed)} run(s) failed: {', '.join(failed)} (see stderr.log)", file=sys.stderr)
         return 1
     return 0

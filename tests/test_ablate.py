@@ -27,7 +27,8 @@ SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
 def test_variants_file_is_validated():
-    vs, base = parse_variants({"baseline": "b", "variants": [{"name": "a"}, {"name": "b", "args": "--x 1 --y 'a b'"}]}, "f")
+    raw = {"baseline": "b", "variants": [{"name": "a"}, {"name": "b", "args": "--x 1 --y 'a b'"}]}
+    vs, base = parse_variants(raw, "f")
     assert base == "b" and vs[1].args == ["--x", "1", "--y", "a b"]
     for raw, msg in [
         ({"variants": [{"name": "a"}, {"name": "a"}]}, "duplicate variant name"),
