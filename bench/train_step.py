@@ -1,8 +1,16 @@
 """Training step time of a model config on this machine (table + JSON).
 
-    python bench/train_step.py                        # record config, 1 GPU (grad accumulation 8), compiled
-    python bench/train_step.py --no-compile --steps 5
-    python bench/train_step.py --tiny --steps 20      # the smoke model on CPU
+    python bench/train_step.py                        # the smoke model on CPU (--shape tiny, the default)
+    python bench/train_step.py --shape record         # record config, 1 GPU (grad accumulation 8), compiled
+    python bench/train_step.py --shape record --no-compile --steps 5
+    python bench/train_step.py --rounds 3 --json      # Lightning and a plain PyTorch loop, interleaved
+    python bench/train_step.py --profile              # + torch.profiler trace, top kernels, time shares
+
+With ``--rounds R`` (default 2) the same model and optimizers run R blocks of ``--steps`` through golf-lit's
+Lightning stack and R blocks in a plain PyTorch loop written here (forward, backward, clip, Muon + AdamW, EMA),
+alternating, so both see the same machine state; each reports ms/step, tokens/s, peak memory and MFU (FLOPs
+per token: 6 * N_matmul + 6 * L * T * d, see docs/readme/evidence.md; peak 989.5 TFLOP/s, H100 bf16 dense,
+or ``--peak-tflops``). ``--rounds 0`` is the old Lightning-only measurement.
 
 Runs ``--priming`` compile-priming steps (not timed), then ``--steps`` timed optimizer steps through the real
 Lightning stack (GolfLM, GolfDataModule on the bundled sample, WallClockLimit clock) and reports the mean step
@@ -14,6 +22,7 @@ part of an 8xH100 step (DDP's all-reduce comes on top).
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -27,6 +36,11 @@ from golf_lit.io import atomic_write_json
 from golf_lit.lit_module import GolfLM
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
 
+try:  # `python bench/train_step.py` puts bench/ on the path; `python -m bench.train_step` needs the package form
+    from train_step_compare import add_compare_args, compare, print_compare, profile_plain
+except ImportError:
+    from bench.train_step_compare import add_compare_args, compare, print_compare, profile_plain
+
 TINY = dict(
     num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2, xsa_last_n=2, bigram_vocab_size=1024, bigram_dim=64
 )
@@ -37,10 +51,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--priming", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--tiny", action="store_true", help="the smoke model and batch (CPU-friendly)")
+    parser.add_argument("--tiny", action="store_true", help="the smoke model and batch (same as --shape tiny)")
+    add_compare_args(parser)
     parser.add_argument("--grad-accum", type=int, default=None)
     parser.add_argument("--out", default="bench/results/train_step.json")
     args = parser.parse_args()
+    args.tiny = args.tiny or args.shape == "tiny"
 
     cuda = torch.cuda.is_available()
     model_kw = TINY if args.tiny else {}
@@ -92,9 +108,19 @@ def main() -> None:
         "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "wall_s_incl_priming": round(wall, 1),
     }
-    print("| " + " | ".join(row) + " |")
-    print("|" + "---|" * len(row))
-    print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    if args.rounds > 0:  # Lightning vs plain loop, interleaved; `row` stays the first Lightning measurement
+        row["compare"] = compare(args, module, data, model_kw, batch_tokens, seq_len, grad_accum, step_ms)
+    if args.profile:
+        row["profile"] = profile_plain(args, module, data, grad_accum)
+    if args.json:
+        print(json.dumps(row, indent=1))
+    else:
+        flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
+        print("| " + " | ".join(flat) + " |")
+        print("|" + "---|" * len(flat))
+        print("| " + " | ".join(str(v) for v in flat.values()) + " |")
+        if "compare" in row:
+            print_compare(row["compare"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, row)
 
