@@ -10,6 +10,7 @@ weight past gradients differently. tests/test_muon.py shows both facts.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +27,7 @@ NS_DTYPES = ("bf16", "fp32", "auto")
 """Values of ``Muon(ns_dtype=...)`` / ``optim.muon_ns_dtype``."""
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (oneDNN with AVX512-BF16 or AMX).
 
