@@ -134,6 +134,9 @@ def test_two_run_ablation_end_to_end(tmp_path):
     assert list((out / "no_xsa" / "seed1337").rglob("last.ckpt")) and not (tmp_path / "runs").exists()
     table = (out / "ablation.md").read_text()
     assert "| no_xsa | `--model.xsa_last_n 0` |" in table
-    again = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    sep = cmd.index("--")  # ablate's own flags go before the fit arguments
+    again = subprocess.run(
+        [*cmd[:sep], "--resume", *cmd[sep:]], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
     assert again.returncode == 0 and again.stdout.count("reused") == 2  # finished runs are not trained again
     assert json.loads((out / "ablation.json").read_text())["rows"] == report["rows"]
