@@ -1,10 +1,18 @@
 """Training step time of a model config on this machine (table + JSON).
 
-    python bench/train_step.py                        # record config, 1 GPU (grad accumulation 8), compiled
-    python bench/train_step.py --no-compile --steps 5
-    python bench/train_step.py --tiny --steps 20      # the smoke model on CPU
-    python bench/train_step.py --compare --tiny       # base vs leaderboard-top training stack (and looping)
+    python bench/train_step.py                        # the smoke model on CPU (--shape tiny, the default)
+    python bench/train_step.py --shape record         # record config, 1 GPU (grad accumulation 8), compiled
+    python bench/train_step.py --shape record --no-compile --steps 5
+    python bench/train_step.py --rounds 3 --json      # Lightning and a plain PyTorch loop, interleaved
+    python bench/train_step.py --profile              # + torch.profiler trace, top kernels, time shares
+    python bench/train_step.py --compare --rounds 0   # base vs leaderboard-top training stack (and looping)
     python bench/train_step.py --top --model.num_loops 2 --model.loop_start 3 --model.loop_end 5 --looping
+
+With ``--rounds R`` (default 2) the base variant's model and optimizers also run R blocks of ``--steps`` through
+golf-lit's Lightning stack and R blocks in a plain PyTorch loop written here (forward, backward, clip, Muon +
+AdamW, EMA), alternating, so both see the same machine state; each reports ms/step, tokens/s, peak memory and MFU
+(FLOPs per token: 6 * N_matmul + 6 * L * T * d, see the README; peak 989.5 TFLOP/s, H100 bf16 dense, or
+``--peak-tflops``). ``--rounds 0`` is the Lightning-only measurement.
 
 Runs ``--priming`` compile-priming steps (not timed), then ``--steps`` timed optimizer steps through the real
 Lightning stack (GolfLM, GolfDataModule on the bundled sample, WallClockLimit clock) and reports the mean step
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import platform
 import time
 from pathlib import Path
@@ -41,6 +50,11 @@ from golf_lit.lit_module import GolfLM
 from golf_lit.model.gpt import GPT
 from golf_lit.optim.config import OptimConfig
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
+
+try:  # `python bench/train_step.py` puts bench/ on the path; `python -m bench.train_step` needs the package form
+    from train_step_compare import add_compare_args, compare, print_compare, profile_plain
+except ImportError:
+    from bench.train_step_compare import add_compare_args, compare, print_compare, profile_plain
 
 TINY = dict(
     num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2, xsa_last_n=2, bigram_vocab_size=1024, bigram_dim=64
@@ -105,8 +119,8 @@ def known(fields: dict, cls) -> tuple[dict, list[str]]:
     return {k: v for k, v in fields.items() if k in names}, sorted(set(fields) - names)
 
 
-def run_variant(name: str, args, model_kw: dict, optim_kw: dict, packing: bool, looping: bool) -> dict:
-    """Time ``args.steps`` steps of one configuration; returns its report row."""
+def run_variant(name: str, args, model_kw: dict, optim_kw: dict, packing: bool, looping: bool) -> tuple:
+    """Time ``args.steps`` steps of one configuration; returns its report row, the module and the data."""
     cuda = torch.cuda.is_available()
     seq_len, batch_tokens = (256, 4096) if args.tiny else (2048, 786_432)
     grad_accum = args.grad_accum or (1 if args.tiny else 8)
@@ -147,7 +161,7 @@ def run_variant(name: str, args, model_kw: dict, optim_kw: dict, packing: bool, 
     trainer.fit(module, data)
     wall = time.perf_counter() - t0
     step_ms = clock.elapsed_ms / args.steps
-    return {
+    row = {
         "variant": name,
         "device": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
         "torch": torch.__version__,
@@ -168,6 +182,7 @@ def run_variant(name: str, args, model_kw: dict, optim_kw: dict, packing: bool, 
         "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "wall_s_incl_priming": round(wall, 1),
     }
+    return row, module, data, (batch_tokens, seq_len, grad_accum, step_ms)
 
 
 def main() -> None:
@@ -175,13 +190,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--priming", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--tiny", action="store_true", help="the smoke model and batch (CPU-friendly)")
+    parser.add_argument("--tiny", action="store_true", help="the smoke model and batch (same as --shape tiny)")
+    add_compare_args(parser)
     parser.add_argument("--grad-accum", type=int, default=None)
     parser.add_argument("--top", action="store_true", help="the leaderboard top's training stack")
     parser.add_argument("--looping", action="store_true", help="turn the model's layer looping on (needs set_looping)")
     parser.add_argument("--compare", action="store_true", help="base vs top vs top with looping on")
     parser.add_argument("--out", default="bench/results/train_step.json")
     args, extra = parser.parse_known_args()
+    args.tiny = args.tiny or args.shape == "tiny"
     model_over, optim_over = parse_overrides(extra)
     unknown = [f"model.{k}" for k in known(model_over, ModelConfig)[1]]
     unknown += [f"model.optim.{k}" for k in known(optim_over, OptimConfig)[1]]
@@ -214,15 +231,28 @@ def main() -> None:
     else:
         variants.append(("base", base_model, {}, False, args.looping))
 
-    rows = [
-        run_variant(name, args, {**m, **model_over}, {**o, **optim_over}, packing, looping)
-        for name, m, o, packing, looping in variants
-    ]
-    keys = list(rows[0])
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for row in rows:
-        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    rows = []
+    for name, m, o, packing, looping in variants:
+        row, module, data, (batch_tokens, seq_len, grad_accum, step_ms) = run_variant(
+            name, args, {**m, **model_over}, {**o, **optim_over}, packing, looping
+        )
+        if args.rounds > 0 and not packing:  # Lightning vs plain loop, interleaved, on this variant's module
+            row["compare"] = compare(args, module, data, m, batch_tokens, seq_len, grad_accum, step_ms)
+        if args.profile and not packing:
+            row["profile"] = profile_plain(args, module, data, grad_accum)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1))
+    else:
+        keys = [k for k in rows[0] if not isinstance(rows[0][k], dict)]
+        print("| " + " | ".join(keys) + " |")
+        print("|" + "---|" * len(keys))
+        for row in rows:
+            print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+        for row in rows:
+            if "compare" in row:
+                print(f"\n{row['variant']}:")
+                print_compare(row["compare"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, rows[0] if len(rows) == 1 else rows)
 

@@ -14,8 +14,9 @@ class RecordLog(Callback):
     """Prints ``step:N/M train_loss:x train_time:Tms step_avg:Sms`` and ``step:N/M val_loss:x val_bpb:y ...``.
 
     Training lines for the first 10 steps, every ``train_log_every`` steps and the last step, as the seed.
-    Times come from the ``WallClockLimit`` clock (training time only) when one is configured. Reads the module's
-    ``last_train_loss`` and ``last_val`` (see ``GolfLM``'s callback interface).
+    Times come from the ``WallClockLimit`` clock (training time only) when one is configured; that time is also
+    logged every step as ``train/time_ms`` (CSV logs, ``golf-lit plot``). Reads the module's ``last_train_loss``
+    and ``last_val`` (see ``GolfLM``'s callback interface).
 
     Args:
         train_log_every: Print a training line every this many steps (0: only the first 10 and the last).
@@ -45,6 +46,9 @@ class RecordLog(Callback):
     ) -> None:
         step = trainer.global_step
         every = self.train_log_every
+        clock = find_clock(trainer)
+        if clock is not None:  # training time per step in the logs (golf-lit plot puts curves against it)
+            pl_module.log("train/time_ms", clock.training_ms(), on_step=True, on_epoch=False)
         if step <= 10 or (every > 0 and step % every == 0) or trainer.should_stop or step == trainer.max_steps:
             loss = float(pl_module.last_train_loss)
             trainer.print(f"step:{step}/{trainer.max_steps} train_loss:{loss:.4f}{self._times(trainer)}")

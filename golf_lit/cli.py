@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: golf-lit {fit,validate,eval,export,data,seeds,submit} ...
+USAGE = """usage: golf-lit {fit,validate,eval,export,data,seeds,submit,ablate,plot} ...
 
   fit        train with LightningCLI:  golf-lit fit --config configs/smoke.yaml
   validate   score a checkpoint's weights on the validation split (LightningCLI)
@@ -13,6 +13,8 @@ USAGE = """usage: golf-lit {fit,validate,eval,export,data,seeds,submit} ...
   data       download shards, tokenize documents, train a tokenizer
   seeds      fit + eval once per seed with one config; table of val_bpb, mean, std and a significance test
   submit     assemble a challenge submission folder from seed runs (refuses size/time/config/log problems)
+  ablate     train with each technique switched off; table of val_bpb deltas (Markdown + JSON)
+  plot       PNG plots of train loss, val_bpb and lr multiplier from runs' CSV logs
 
 Run 'golf-lit COMMAND -h' for the options of a command. Options are spelled with underscores
 (--val_files); eval and export also accept hyphens (--val-files).
@@ -88,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             from golf_lit.submit import main as submit_main
 
             return submit_main(rest)
+        if command in ("ablate", "plot"):
+            from importlib import import_module
+
+            return import_module(f"golf_lit.{command}").main(rest)
     except (ValueError, FileNotFoundError) as exc:  # bad config or input: the message names the key/file
         print(f"golf-lit {command}: error: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,8 @@ class OptimConfig:
     """Decoupled weight decay of Muon: W <- W * (1 - lr * muon_wd)."""
     muon_shard_ns: bool = False
     """Under torch.distributed, orthogonalize each matrix on one rank and all-reduce the updates (speed only)."""
+    muon_ns_dtype: str = "bf16"
+    """Newton-Schulz dtype: bf16 (the record), fp32, or auto (fp32 only on a CPU without native bf16 matmuls)."""
     adam_wd: float = 0.04
     """Decoupled (AdamW) weight decay of the token, scalar and head groups."""
     beta1: float = 0.9
@@ -72,6 +74,8 @@ class OptimConfig:
             raise bad("muon_momentum_warmup_steps", "must be >= 0")
         if self.muon_backend_steps < 1:
             raise bad("muon_backend_steps", "must be >= 1")
+        if self.muon_ns_dtype not in ("bf16", "fp32", "auto"):
+            raise bad("muon_ns_dtype", "must be one of bf16, fp32, auto")
         if not self.adam_eps > 0:
             raise bad("adam_eps", "must be positive")
 

@@ -10,6 +10,7 @@ weight past gradients differently. tests/test_muon.py shows both facts.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -66,6 +67,35 @@ def ns_schedule(coefficients: Coefficients, steps: int) -> list[tuple[float, flo
     return [triples[min(k, len(triples) - 1)] for k in range(steps)]  # type: ignore[misc]
 
 
+NS_DTYPES = ("bf16", "fp32", "auto")
+"""Values of ``Muon(ns_dtype=...)`` / ``optim.muon_ns_dtype``."""
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (oneDNN with AVX512-BF16 or AMX).
+
+    Without it torch emulates bf16 matmuls, and on the smoke model Newton-Schulz in bf16 then costs about
+    20x the fp32 iteration (216 ms vs 10 ms per step measured with ``ONEDNN_MAX_CPU_ISA=AVX2``).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_ns_dtype(ns_dtype: str, device: torch.device) -> torch.dtype:
+    """The dtype Newton-Schulz runs in: ``"auto"`` is bf16 except on a CPU without native bf16 (then fp32).
+
+    The record's math (bf16, SPEC §6.1) is kept on every GPU and on CPUs with native bf16.
+    """
+    if ns_dtype not in NS_DTYPES:
+        raise ValueError(f"Muon ns_dtype must be one of {NS_DTYPES}, got {ns_dtype!r}")
+    if ns_dtype == "fp32" or (ns_dtype == "auto" and device.type == "cpu" and not cpu_has_native_bf16()):
+        return torch.float32
+    return torch.bfloat16
+
+
 def zeropower_newton_schulz(
     g: Tensor,
     steps: int = 5,
@@ -73,7 +103,7 @@ def zeropower_newton_schulz(
     coefficients: Coefficients = NS_COEFFICIENTS,
     dtype: torch.dtype = torch.bfloat16,
 ) -> Tensor:
-    """Approximately orthogonalize a matrix with a quintic Newton-Schulz iteration in bf16.
+    """Approximately orthogonalize a matrix with a quintic Newton-Schulz iteration (in bf16 by default).
 
     The singular vectors of ``g`` are kept and, for 5 steps with the fixed coefficients, every singular value
     above about 0.0015 * ||g||_F lands in about [0.67, 1.15] (not exactly 1: the coefficients trade accuracy
@@ -139,6 +169,8 @@ class Muon(torch.optim.Optimizer):
         ns_coefficients: "fixed" (the record's single triple), "polar_express" (five per-iteration triples;
             more than 5 steps repeat the last one, see ``ns_schedule``), or explicit coefficients.
         row_normalize: MuonEq-R row normalization of ``G'`` before Newton-Schulz.
+        ns_dtype: Newton-Schulz compute dtype: ``"bf16"`` (the record), ``"fp32"``, or ``"auto"`` (bf16 except
+            on a CPU that emulates bf16, where fp32 is ~20x faster; GPU math is unchanged).
     """
 
     def __init__(
@@ -153,7 +185,10 @@ class Muon(torch.optim.Optimizer):
         shard_ns: bool = False,
         ns_coefficients: str | Coefficients = "fixed",
         row_normalize: bool = False,
+        ns_dtype: str = "bf16",
     ) -> None:
+        if ns_dtype not in NS_DTYPES:
+            raise ValueError(f"Muon ns_dtype must be one of {NS_DTYPES}, got {ns_dtype!r}")
         if lr < 0 or not 0 <= momentum < 1 or backend_steps < 1 or weight_decay < 0:
             raise ValueError(
                 f"Muon: need lr >= 0, 0 <= momentum < 1, backend_steps >= 1, weight_decay >= 0; got lr={lr}, "
@@ -177,6 +212,7 @@ class Muon(torch.optim.Optimizer):
         )
         super().__init__(params, defaults)
         self.shard_ns = shard_ns
+        self.ns_dtype = ns_dtype
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim != 2:
@@ -192,11 +228,12 @@ class Muon(torch.optim.Optimizer):
         return p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
 
     def _update(self, p: Tensor, direction: Tensor, group: dict[str, Any]) -> Tensor:
-        """Orthogonalized, shape-scaled bf16 update for one parameter."""
+        """Orthogonalized, shape-scaled update for one parameter (bf16 unless ``ns_dtype`` says otherwise)."""
         if group.get("row_normalize", False):  # .get: groups restored from checkpoints older than the option
             direction = row_normalize(direction)
         coefficients = group.get("ns_coefficients", NS_COEFFICIENTS)
-        x = zeropower_newton_schulz(direction, steps=group["backend_steps"], coefficients=coefficients)
+        dtype = resolve_ns_dtype(self.ns_dtype, direction.device)
+        x = zeropower_newton_schulz(direction, steps=group["backend_steps"], coefficients=coefficients, dtype=dtype)
         return x * math.sqrt(max(1.0, p.size(0) / p.size(1)))
 
     @torch.no_grad()
@@ -221,7 +258,8 @@ class Muon(torch.optim.Optimizer):
                 continue
             directions = [self._direction(p, group) for p in params]
             if sharded:
-                flat = torch.zeros(sum(p.numel() for p in params), dtype=torch.bfloat16, device=params[0].device)
+                dtype = resolve_ns_dtype(self.ns_dtype, params[0].device)
+                flat = torch.zeros(sum(p.numel() for p in params), dtype=dtype, device=params[0].device)
                 updates, offset = [], 0
                 for i, (p, d) in enumerate(zip(params, directions)):
                     view = flat[offset : offset + p.numel()].view_as(p)

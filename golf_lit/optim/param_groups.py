@@ -157,6 +157,7 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
         shard_ns=cfg.muon_shard_ns,
         ns_coefficients=cfg.ns_coefficients,
         row_normalize=cfg.muon_row_normalize,
+        ns_dtype=cfg.muon_ns_dtype,
     )
     optimizers: list[torch.optim.Optimizer] = [adamw(groups["token"]), muon, adamw(groups["scalar"])]
     if "head" in groups:
