@@ -95,7 +95,7 @@ TOP_MODEL = dict(
     loop_end=5,
     enable_looping_at=0.35,
 )
-TOP_TINY_MODEL = dict(TOP_MODEL, parallel_start_layer=1, loop_start=0, loop_end=1)  # fits 2 layers
+TOP_TINY_MODEL = dict(TOP_MODEL, parallel_start_layer=1, loop_start=0, loop_end=0)  # fits 2 layers
 
 
 def parse_overrides(extra: list[str]) -> tuple[dict, dict]:
