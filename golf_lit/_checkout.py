@@ -14,8 +14,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
-_SOURCE = _PACKAGE.parent / "callbacks"
+_PACKAGE = Path(__file__).resolve().parent if "__file__" in globals() else None  # None: packed into one file
+_SOURCE = _PACKAGE.parent / "callbacks" if _PACKAGE is not None else None
 
 
 class _CheckoutCallbacks(importlib.abc.MetaPathFinder):
@@ -27,6 +27,6 @@ class _CheckoutCallbacks(importlib.abc.MetaPathFinder):
         )
 
 
-if not (_PACKAGE / "callbacks").is_dir() and (_SOURCE / "__init__.py").is_file():
+if _PACKAGE is not None and not (_PACKAGE / "callbacks").is_dir() and (_SOURCE / "__init__.py").is_file():
     if not any(isinstance(f, _CheckoutCallbacks) for f in sys.meta_path):
         sys.meta_path.append(_CheckoutCallbacks())

@@ -41,7 +41,7 @@ def artifact(tmp_path_factory) -> Path:
 
 
 def test_registry_names_are_the_cli_strategies():
-    assert list(REGISTRY) == ["roundtrip", "sliding", "ttt"]
+    assert list(REGISTRY) == ["roundtrip", "sliding", "ttt", "phased_ttt"]
     assert all(cls.name == name for name, cls in REGISTRY.items())
     runs = build_strategies(EvalConfig(artifact="a", strategy="roundtrip,ttt",
                                        ttt_sweep=[TTTConfig(name="t1"), TTTConfig(name="t2")]))

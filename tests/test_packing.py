@@ -199,9 +199,9 @@ def test_lit_module_passes_cu_seqlens_to_the_model(tmp_path):
     )
     seen: list[torch.Tensor] = []
 
-    def forward(input_ids, cu_seqlens=None):
+    def forward(input_ids, cu_seqlens=None, targets=None, max_seqlen=None):
         seen.append(cu_seqlens)
-        return module.gpt(input_ids)
+        return module.gpt(input_ids, targets=targets)
 
     object.__setattr__(module, "_forward", forward)
     dm = sample_data(grad_accum_steps=2)

@@ -174,7 +174,7 @@ def test_submit_writes_a_complete_folder(seeds_dir, tmp_path, capsys):
     # bytes_code is counted from the exact files shipped, bytes_model from the shipped artifacts
     shipped = sum((out / f["path"]).stat().st_size for f in sub["code_files"])
     assert sub["code_convention"] == "packed" and sub["code_files"] == [{"path": PACKED_NAME, "bytes": shipped}]
-    assert 5_000 < shipped < 40_000
+    assert 5_000 < shipped < 60_000  # the packed scorer (~46 KB), not the ~300 KB of readable sources
     for row in sub["per_seed"]:
         art = out / f"final_model_seed{row['seed']}.int6.ptz"
         assert row["bytes_model"] == art.stat().st_size and row["bytes_total"] == row["bytes_model"] + shipped
