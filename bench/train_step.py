@@ -93,7 +93,6 @@ TOP_MODEL = dict(
     num_loops=2,
     loop_start=3,
     loop_end=5,
-    enable_looping_at=0.35,
 )
 TOP_TINY_MODEL = dict(TOP_MODEL, parallel_start_layer=1, loop_start=0, loop_end=0)  # fits 2 layers
 
@@ -196,6 +195,9 @@ def main() -> None:
     parser.add_argument("--top", action="store_true", help="the leaderboard top's training stack")
     parser.add_argument("--looping", action="store_true", help="turn the model's layer looping on (needs set_looping)")
     parser.add_argument("--compare", action="store_true", help="base vs top vs top with looping on")
+    parser.add_argument("--only", default=None, help="with --compare: comma-separated variants to run")
+    parser.add_argument("--packing", choices=("auto", "on", "off"), default="auto",
+                        help="document packing in the top variants (auto: off on a GPU without FlashAttention-3)")
     parser.add_argument("--out", default="bench/results/train_step.json")
     args, extra = parser.parse_known_args()
     args.tiny = args.tiny or args.shape == "tiny"
@@ -212,6 +214,14 @@ def main() -> None:
     top_model = {**base_model, **top_model}
     # packing needs a model that takes cu_seqlens (GPT.forward(input_ids, cu_seqlens=None, ...))
     packing_ok = "cu_seqlens" in inspect.signature(GPT.forward).parameters
+    if args.packing == "off":
+        packing_ok = False
+    elif args.packing == "auto" and torch.cuda.is_available():
+        from golf_lit.model.attention import flash_attn_3
+
+        if flash_attn_3() is None:  # without FA3's varlen kernel a packed 98,304-token row needs an O(T^2) mask
+            packing_ok = False
+            print("document packing: off on this GPU (FlashAttention-3 not installed; --packing on forces it)")
     looping_ok = hasattr(GPT, "set_looping")
     if skipped:
         print(f"top model fields not in this checkout's ModelConfig (skipped): {', '.join(skipped)}")
@@ -231,6 +241,8 @@ def main() -> None:
     else:
         variants.append(("base", base_model, {}, False, args.looping))
 
+    if args.only:
+        variants = [v for v in variants if v[0] in args.only.split(",")]
     rows = []
     for name, m, o, packing, looping in variants:
         row, module, data, (batch_tokens, seq_len, grad_accum, step_ms) = run_variant(

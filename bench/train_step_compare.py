@@ -50,10 +50,22 @@ def matmul_params(gpt: torch.nn.Module) -> int:
 
 
 def flops_per_token(gpt: torch.nn.Module, seq_len: int) -> dict:
-    """Training FLOPs per token: 6 * N_matmul + 6 * L * T * d (causal attention, forward + backward)."""
+    """Training FLOPs per token: 6 * N_matmul + 6 * L * T * d (causal attention, forward + backward).
+
+    With depth recurrence switched on, the repeated blocks run ``num_loops`` more times: their matmul weights and
+    their attention count once per virtual layer.
+    """
     cfg = gpt.cfg
     n = matmul_params(gpt)
-    attn = 6 * cfg.num_layers * seq_len * cfg.model_dim
+    layers = cfg.num_layers
+    loops = getattr(cfg, "num_loops", 0) if getattr(gpt, "looping_active", False) else 0
+    if loops:
+        repeated = range(cfg.loop_start, cfg.loop_end + 1)
+        n += loops * sum(
+            m.weight.numel() for i in repeated for m in gpt.blocks[i].modules() if isinstance(m, torch.nn.Linear)
+        )
+        layers += loops * len(repeated)
+    attn = 6 * layers * seq_len * cfg.model_dim
     return {"n_matmul": n, "dense": 6 * n, "attention": attn, "total": 6 * n + attn}
 
 

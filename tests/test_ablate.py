@@ -56,7 +56,7 @@ def test_derived_config_drops_or_changes_callbacks_by_class_name():
 
 def test_isolate_outputs_moves_only_output_folders(tmp_path):
     cfg = isolate_outputs(yaml.safe_load(SMOKE.read_text()), tmp_path)
-    ckpt = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))
+    ckpt = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("Checkpoint"))
     assert ckpt["init_args"]["dirpath"] == str(tmp_path / "checkpoints")
     for lg in cfg["trainer"].get("logger") or []:
         assert lg["init_args"]["save_dir"] == str(tmp_path)

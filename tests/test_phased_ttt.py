@@ -250,7 +250,8 @@ def _rank_main(rank: int, world: int, init: str, q) -> None:
         tokens[BOS_AT] = 1
         nbytes = torch.randint(0, 4, (599,), generator=g).double()
         cfg = PhasedTTTConfig(**{**CFG.__dict__, "warm_start_a": False})
-        sums = score_phased_ttt(make_model(**DOC_LOCAL), tokens, nbytes, cfg, Collectives.from_torch_distributed())["model"]
+        coll = Collectives.from_torch_distributed()
+        sums = score_phased_ttt(make_model(**DOC_LOCAL), tokens, nbytes, cfg, coll)["model"]
         t = torch.tensor([sums.nll_sum, sums.token_count, sums.byte_count], dtype=torch.float64)
         dist.all_reduce(t)
         if rank == 0:
