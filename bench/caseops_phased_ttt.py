@@ -1,7 +1,7 @@
 """CaseOps and phased TTT on CPU: bpb and seconds per strategy for a briefly trained tiny model, with and without
 CaseOps, plus a projection of the full-validation phased-TTT time on 8xH100 (table + JSON).
 
-    python bench/caseops_phased_ttt.py --train-docs ../shared/data/fineweb_sample_text/train_docs.jsonl
+    python bench/caseops_phased_ttt.py --train-docs tests/data/fineweb_train_docs.jsonl
 
 Both data variants are built from the same text (val: tests/data/fineweb_val_docs.jsonl, first --val-docs
 documents; train: --train-docs): plain sp1024 (the bundled tokenizer, LUT bytes) and CaseOps (a CaseOps BPE of
@@ -12,7 +12,8 @@ score-first TTT (golf_lit.eval.ttt), and phased TTT with 1 and 3 global phases (
 Projection: phased TTT's cost is dominated by the chunk forwards/backwards over a window of <= eval_seq_len
 tokens. The bench counts the token positions the model processes per scored token for each strategy on this
 val set and reports the ratio phased/sliding. An 8xH100 estimate is that ratio times the record's sliding
-time per token (SPEC §10.2: ~150 s for 62.0M tokens at stride 64) scaled to CaseOps' 47.85M tokens, plus the
+time per token (docs/record-stack.md §10.2: ~150 s for 62.0M tokens at stride 64) scaled to CaseOps' 47.85M tokens,
+plus the
 global phases; TOP's logged phased TTT time (455-509 s) is printed beside it for comparison.
 """
 
@@ -147,7 +148,8 @@ def main() -> None:
             print(f"{r['data']}: {r['val_tokens']} val tokens, {r['docs']} docs, smoke training {r['seconds']:.0f} s; "
                   f"phased TTT forward positions per token at eval_seq_len {L}: "
                   f"{r['phased_positions_per_token']:.1f}")
-    sl_rate = 150.0 / 62_021_632  # 8xH100 seconds per sliding-scored token (SPEC §10.2, stride 64, seq 2048)
+    # 8xH100 seconds per sliding-scored token (docs/record-stack.md §10.2, stride 64, seq 2048)
+    sl_rate = 150.0 / 62_021_632
     print(f"projection basis: 8xH100 sliding {sl_rate * 47_851_520:.0f} s for 47.85M tokens at 32 positions/token; "
           f"TOP's logged phased TTT 455-509 s (LoRA scoring ~400 s + global SGD 70-85 s)")
     if args.json:

@@ -225,7 +225,7 @@ def main() -> None:
     looping_ok = hasattr(GPT, "set_looping")
     if skipped:
         print(f"top model fields not in this checkout's ModelConfig (skipped): {', '.join(skipped)}")
-    if not packing_ok:
+    if "cu_seqlens" not in inspect.signature(GPT.forward).parameters:
         print("document packing: off (this checkout's GPT.forward takes no cu_seqlens)")
 
     variants = []  # name, model kw, optim kw, packing, looping
@@ -248,6 +248,7 @@ def main() -> None:
         row, module, data, (batch_tokens, seq_len, grad_accum, step_ms) = run_variant(
             name, args, {**m, **model_over}, {**o, **optim_over}, packing, looping
         )
+        print(f"variant: {row}", flush=True)
         if args.rounds > 0 and not packing:  # Lightning vs plain loop, interleaved, on this variant's module
             row["compare"] = compare(args, module, data, m, batch_tokens, seq_len, grad_accum, step_ms)
         if args.profile and not packing:

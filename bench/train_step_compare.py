@@ -178,8 +178,10 @@ def compare(args, module, data, model_kw, batch_tokens: int, seq_len: int, grad_
     for r in range(args.rounds):
         ms, peak = lightning_block(module, data, args.steps, cuda, args.ema_decay)
         rows.append({"round": r, **_row("lightning", ms, peak, batch_tokens, flops, peak_tflops)})
+        print(f"block: {rows[-1]}", flush=True)  # as measured, so a run cut short still reports
         ms, peak = plain.block(args.steps)
         rows.append({"round": r, **_row("plain", ms, peak, batch_tokens, flops, peak_tflops)})
+        print(f"block: {rows[-1]}", flush=True)
     summary = {}
     for name in ("lightning", "plain"):
         ms = sorted(row["step_ms"] for row in rows if row["loop"] == name)

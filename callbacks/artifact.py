@@ -1,4 +1,5 @@
-"""``ArtifactExport``: the challenge artifact and its roundtrip score, written when training ends (SPEC §9)."""
+"""``ArtifactExport``: the challenge artifact and its roundtrip score, written when training ends
+(docs/record-stack.md §9)."""
 
 from __future__ import annotations
 

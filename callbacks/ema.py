@@ -1,4 +1,5 @@
-"""``EMA``: an fp32 exponential moving average of the weights, swapped in when training ends (SPEC §8)."""
+"""``EMA``: an fp32 exponential moving average of the weights, swapped in when training ends
+(docs/record-stack.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``CompilePriming``: real steps before the clock starts, then everything restored (SPEC §7)."""
+"""``CompilePriming``: real steps before the clock starts, then everything restored (docs/record-stack.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``WallClockLimit``: the training-time clock and the 600 s cap (SPEC §7)."""
+"""``WallClockLimit``: the training-time clock and the 600 s cap (docs/record-stack.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``Warmdown``: sets the learning-rate multiplier before every step (SPEC §7; docs/top-stack.md §4.3)."""
+"""``Warmdown``: sets the learning-rate multiplier before every step (docs/record-stack.md §7;
+docs/top-stack.md §4.3)."""
 
 from __future__ import annotations
 

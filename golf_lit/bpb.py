@@ -1,4 +1,5 @@
-"""Loss and bits per byte from float64 sums (SPEC §3); torch-free, so a packed scorer needs no torchmetrics."""
+"""Loss and bits per byte from float64 sums (docs/record-stack.md §3); torch-free, so a packed scorer needs no
+torchmetrics."""
 
 from __future__ import annotations
 

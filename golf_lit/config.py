@@ -1,6 +1,6 @@
 """Configuration dataclasses. Field names follow the seed's environment variables in lowercase.
 
-Every default is the record value (SPEC §14); each field's docstring is shown by ``golf-lit fit -h``.
+Every default is the record value (docs/record-stack.md §14); each field's docstring is shown by ``golf-lit fit -h``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    """Shape and tricks of the record GPT (SPEC §4-5)."""
+    """Shape and tricks of the record GPT (docs/record-stack.md §4-5)."""
 
     vocab_size: int = 1024
     """Vocabulary size; must equal the tokenizer's."""
@@ -51,7 +51,8 @@ class ModelConfig:
     leaky_relu: bool = True
     """MLP activation LeakyReLU(slope)^2 (False: ReLU^2)."""
     leaky_slope: float = 0.9
-    """LeakyReLU slope. The record's README says 0.5; the code that produced its logs defaults to 0.9 (SPEC §15.1)."""
+    """LeakyReLU slope. The record's README says 0.5; the code that produced its logs defaults to 0.9
+    (docs/record-stack.md §15.1)."""
     smear_gate: bool = True
     """Blend each position's normalised embedding with the previous position's (SmearGate)."""
     bigram_vocab_size: int = 4096
@@ -87,7 +88,8 @@ class ModelConfig:
     """Which lane feeds the final norm once lanes split: 'mean' (average of both), 'lane0' or 'lane1'."""
     attn_gate_variant: str = "base"
     """Attention output gate form when gated_attention is on (docs/top-stack.md §3.6): 'base' (Linear with bias
-    attn_gate_bias_init, SPEC §4.11), 'dense_g1' (sigmoid(W u), W heads x model_dim ~ N(0, 0.005^2), 0419-QGate
+    attn_gate_bias_init, docs/record-stack.md §4.11), 'dense_g1' (sigmoid(W u), W heads x model_dim ~ N(0, 0.005^2),
+    0419-QGate
     PR #1736), 'sparse' (sigmoid(c W u[:gate_window]), W zero: 0.5 at init, 0423-PolarNS PR #1787) or
     'out_gate' (2 sigmoid(W u[:gate_window]), W zero: identity at init, 0416-Smear PR #1667)."""
     gate_window: int = 12
@@ -95,7 +97,7 @@ class ModelConfig:
     sparse_attn_gate_scale: float = 1.0
     """Scale c inside the sparse gate's sigmoid (top: 0.5)."""
     smear_gate_variant: str = "base"
-    """'base': SmearGate on the normalised embedding (SPEC §4.8; mixes across documents). 'gated_bos':
+    """'base': SmearGate on the normalised embedding (docs/record-stack.md §4.8; mixes across documents). 'gated_bos':
     e_t <- e_t + lambda sigmoid(w e_t[:gate_window]) e_(t-1) on the raw token embedding, skipped where
     ids_t == bos_id, identity at init (docs/top-stack.md §3.7; 0416-Smear PR #1667, BOS fix PR #1851)."""
     rope_yarn: bool = True

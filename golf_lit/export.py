@@ -118,7 +118,7 @@ def export_model(
     """Write ``final_model.int6.ptz``, ``submission.json`` and ``config.json`` into ``out_dir``.
 
     The artifact is read back from disk and dequantized into a fresh model, which is what gets scored
-    (non-overlapping eval, SPEC §10.1), exactly as the challenge will see it.
+    (non-overlapping eval, docs/record-stack.md §10.1), exactly as the challenge will see it.
 
     Args:
         model: The trained GPT (EMA weights already swapped in, if any).

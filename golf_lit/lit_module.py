@@ -1,4 +1,4 @@
-"""``GolfLM``: the LightningModule that trains the record GPT with Muon + AdamW (SPEC §6, §13.2).
+"""``GolfLM``: the LightningModule that trains the record GPT with Muon + AdamW (docs/record-stack.md §6, §13.2).
 
 Manual optimization: one ``training_step`` is one optimizer step over ``grad_accum`` micro-batches, then one
 global gradient clip over all parameters and a step of every optimizer. EMA, the warmdown clock, the

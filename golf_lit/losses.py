@@ -22,7 +22,7 @@ def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def mean_nll(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean cross-entropy over all positions in fp32 (the training loss, SPEC §4.1 step 6)."""
+    """Mean cross-entropy over all positions in fp32 (the training loss, docs/record-stack.md §4.1 step 6)."""
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
 
 

@@ -1,4 +1,4 @@
-"""Exact bits per byte (SPEC §3) as a torchmetrics Metric with float64 sums and sum reduction."""
+"""Exact bits per byte (docs/record-stack.md §3) as a torchmetrics Metric with float64 sums and sum reduction."""
 
 from __future__ import annotations
 

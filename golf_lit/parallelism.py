@@ -13,7 +13,7 @@ def rank_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
 
 
 class GolfDDP(DDPStrategy):
-    """Lightning's DDP strategy with the record's DDP options as named arguments (SPEC §13.1).
+    """Lightning's DDP strategy with the record's DDP options as named arguments (docs/record-stack.md §13.1).
 
     golf-lit's model has no unused parameters (layer 0 has no value-residual lambdas), so plain DDP needs
     neither ``find_unused_parameters`` nor ``static_graph``; the latter stays available as an option. The model

@@ -259,7 +259,8 @@ def test_export_roundtrip_into_a_fresh_model(tmp_path: Path) -> None:
 
 
 def _seed_format_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """A record-style artifact written by hand from the format description (SPEC §9.3), without golf-lit's writer."""
+    """A record-style artifact written by hand from the format description (docs/record-stack.md §9.3), without
+    golf-lit's writer."""
     torch.manual_seed(1)
     template = GPT(tiny_config(**_BIG)).state_dict()
     w: dict[str, torch.Tensor] = {}

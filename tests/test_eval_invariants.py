@@ -76,7 +76,7 @@ def disable_guards(monkeypatch) -> None:
 
 
 def train_then_score(self: TestTimeTrainer) -> None:
-    """Broken TTT: adapt on each chunk *before* scoring it (the seed's effective order, SPEC §11.3)."""
+    """Broken TTT: adapt on each chunk *before* scoring it (the seed's effective order, docs/record-stack.md §11.3)."""
     for c in range(self.num_chunks):
         if c < self.num_chunks - 1:
             self.train_chunk(c)
@@ -95,7 +95,7 @@ def insert_before_scoring(monkeypatch) -> None:
 
 
 def seed_windows(num_targets: int, seq_len: int, stride: int) -> Windows:
-    """Broken windows: the seed's list, whose tail windows re-score the final tokens (SPEC §10.2)."""
+    """Broken windows: the seed's list, whose tail windows re-score the final tokens (docs/record-stack.md §10.2)."""
     start = torch.arange(0, num_targets, stride)
     end = (start + seq_len).clamp(max=num_targets)
     score_from = torch.where(start == 0, 0, start + (end - start - stride).clamp(min=0))
@@ -104,7 +104,7 @@ def seed_windows(num_targets: int, seq_len: int, stride: int) -> Windows:
 
 def seed_hashed_ngram(store, positions, mixers, dtype=torch.float64, device="cpu"):
     """Broken n-gram: the seed's 'probability' min(F[h(ctx, v)], C[h(ctx)]) / C for every candidate v, with
-    the candidate (target) inside the hashed key and 16 buckets (SPEC §12.3-12.5)."""
+    the candidate (target) inside the hashed key and 16 buckets (docs/record-stack.md §12.3-12.5)."""
     buckets = 16
     toks = store._tokens
     seen = np.arange(store.horizon)

@@ -105,7 +105,7 @@ def test_backoff_picks_the_highest_order_with_enough_counts():
 def test_entropy_alpha_matches_the_spec_table():
     cfg = NgramConfig()
     got = cfg.alpha_of(torch.tensor([2.0, 3.0, 4.0, 5.0, 6.0], dtype=torch.float64)).tolist()
-    assert [round(a, 3) for a in got] == [0.060, 0.116, 0.325, 0.534, 0.590]  # SPEC §12.4 step 2
+    assert [round(a, 3) for a in got] == [0.060, 0.116, 0.325, 0.534, 0.590]  # docs/record-stack.md §12.4 step 2
     assert NgramConfig(alpha_mode="fixed", alpha=0.25).alpha_of(torch.zeros(3)).tolist() == [0.25] * 3
 
 

@@ -71,7 +71,7 @@ def test_record_scale_window_count_and_the_seed_double_count():
     start = torch.arange(0, n, stride)
     wlen = (start + seq_len).clamp(max=n) - start
     seed_scored = int(wlen[0]) + int(torch.minimum(wlen[1:], torch.tensor(stride)).sum())
-    assert len(start) == 969_088 and seed_scored - n == 1984  # SPEC §10.2: 64 tokens scored 32 times
+    assert len(start) == 969_088 and seed_scored - n == 1984  # docs/record-stack.md §10.2: 64 tokens scored 32 times
 
 
 def test_config_errors_name_the_key():

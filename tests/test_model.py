@@ -164,7 +164,7 @@ def test_xsa_removes_own_value_direction():
 def test_partial_rope_and_ntk_base():
     rot = Rotary(16, 10000.0, 1024)
     assert rot.inv_freq(1024)[1].item() == pytest.approx(10000.0 ** (-2 / 16), rel=1e-6)
-    effective = 10000.0 * 2 ** (16 / 14)  # ~22,082 at T = 2048 (SPEC §4.4)
+    effective = 10000.0 * 2 ** (16 / 14)  # ~22,082 at T = 2048 (docs/record-stack.md §4.4)
     assert effective == pytest.approx(22081.8, rel=1e-5)
     assert rot.inv_freq(2048)[1].item() == pytest.approx(effective ** (-2 / 16), rel=1e-6)
     x = torch.randn(1, 3, 2, 64)

@@ -1,4 +1,5 @@
-"""Muon: Newton-Schulz invariants, the step against the SPEC §6.1 formula, and why not torch.optim.Muon."""
+"""Muon: Newton-Schulz invariants, the step against the docs/record-stack.md §6.1 formula, and why not
+torch.optim.Muon."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ RAMP = (0.92, 0.955, 0.99)  # the record's momentum at steps 0, 750 and 1500
 
 
 def reference_ns(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """SPEC §6.1 step 3 written out plainly (bf16)."""
+    """docs/record-stack.md §6.1 step 3 written out plainly (bf16)."""
     a, b, c = 3.4445, -4.7750, 2.0315
     x = g.bfloat16()
     x = x / (x.norm() + 1e-7)
@@ -35,7 +36,7 @@ def reference_ns(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
 
 
 def reference_steps(w0, grads, momenta, lr, wd):
-    """SPEC §6.1 steps 1-5 for a sequence of gradients; returns the weights after each step."""
+    """docs/record-stack.md §6.1 steps 1-5 for a sequence of gradients; returns the weights after each step."""
     w, buf, out = w0.clone(), torch.zeros_like(w0), []
     for g, mu in zip(grads, momenta):
         buf = mu * buf + g
@@ -162,7 +163,8 @@ def test_params_without_grad_are_skipped():
 
 
 # torch.optim.Muon keeps buf = mu*buf + (1-mu)*g and feeds (1-mu)*g + mu*buf to Newton-Schulz. At a fixed mu
-# that is (1-mu) times SPEC §6.1's input, which the Frobenius normalization removes; when mu changes between
+# that is (1-mu) times docs/record-stack.md §6.1's input, which the Frobenius normalization removes; when mu changes
+# between
 # steps (the record's ramp) the two weight past gradients differently. These two tests record that finding.
 requires_torch_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon not available")
 

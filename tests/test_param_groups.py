@@ -1,4 +1,4 @@
-"""Parameter groups, optimizer construction and OptimConfig validation (SPEC §6)."""
+"""Parameter groups, optimizer construction and OptimConfig validation (docs/record-stack.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Warmdown multiplier and Muon momentum ramp, checked against values worked out by hand (SPEC §7, §6.1)."""
+"""Warmdown multiplier and Muon momentum ramp, checked against values worked out by hand (docs/record-stack.md §7,
+§6.1)."""
 
 from __future__ import annotations
 

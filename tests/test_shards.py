@@ -1,4 +1,4 @@
-"""Shard format checks, the wrapped token stream and the seed's rank slicing (SPEC §2.1, §2.3)."""
+"""Shard format checks, the wrapped token stream and the seed's rank slicing (docs/record-stack.md §2.1, §2.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Byte look-up tables and bits per byte (SPEC §3): by hand and against sentencepiece's own decoding."""
+"""Byte look-up tables and bits per byte (docs/record-stack.md §3): by hand and against sentencepiece's own decoding."""
 
 from __future__ import annotations
 

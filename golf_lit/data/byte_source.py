@@ -1,7 +1,8 @@
 """Where the byte count of a scored token comes from: the tokenizer's LUTs, or the CaseOps byte sidecar.
 
 bpb divides by the bytes of the *original* text (docs/top-stack.md §2.3). For a plain tokenizer they follow from
-the token ids (the LUTs of SPEC §3, :class:`~golf_lit.data.tokenizer.ByteLUTs`). For CaseOps text the marker
+the token ids (the LUTs of docs/record-stack.md §3, :class:`~golf_lit.data.tokenizer.ByteLUTs`). For CaseOps text the
+marker
 pieces stand for no bytes and an uppercase letter is one byte, so the ids cannot say it: the tokenize step writes
 ``fineweb_val_bytes_NNNNNN.bin`` beside every validation shard (same format, same length) holding each token's
 original UTF-8 bytes, and the bytes of target position t (predicting token t + 1) are ``sidecar[t + 1]``.
@@ -109,7 +110,7 @@ def load_byte_source(val_files: str, sp, vocab_size: int, num_tokens: int | None
     """The byte source for scoring the validation shards ``val_files`` with tokenizer ``sp``.
 
     The sidecar when the tokenizer is a CaseOps one (refused with the missing file's name if absent) or when a
-    sidecar lies beside the first validation shard; otherwise the tokenizer's LUTs (SPEC §3).
+    sidecar lies beside the first validation shard; otherwise the tokenizer's LUTs (docs/record-stack.md §3).
 
     Args:
         val_files: Glob of validation token shards (already resolved).

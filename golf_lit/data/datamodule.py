@@ -18,7 +18,7 @@ class TrainStream(IterableDataset):
     """Yields one optimizer step's micro-batches for this rank: ``(x, y)`` of shape (grad_accum, B, T).
 
     Step ``k`` uses micro-batches ``k * grad_accum ... (k + 1) * grad_accum - 1`` of the seed's stream
-    (SPEC §2.3), so the data position is fully determined by the optimizer step it starts from.
+    (docs/record-stack.md §2.3), so the data position is fully determined by the optimizer step it starts from.
 
     With ``document_packing`` (docs/top-stack.md §2.4) each micro-batch is the same rank slice as one packed row,
     ``(x, y)`` of shape (grad_accum, 1, local_tokens), plus ``cu_seqlens`` (grad_accum, K): int32 segment starts
@@ -63,7 +63,8 @@ class TrainStream(IterableDataset):
 
 
 class ValSequences(torch.utils.data.Dataset):
-    """This rank's contiguous share of the non-overlapping validation sequences, in batches (SPEC §10.1).
+    """This rank's contiguous share of the non-overlapping validation sequences, in batches
+    (docs/record-stack.md §10.1).
 
     With ``byte_counts`` (the CaseOps sidecar, one count per stream token) a batch is ``(x, y, nbytes)``, where
     ``nbytes`` are the original bytes of the targets ``y`` (docs/top-stack.md §2.3).

@@ -49,7 +49,7 @@ from golf_lit.data.shards import ShardError, read_shard_header
 DEFAULT_REPO_ID = "willdepueoai/parameter-golf"
 DEFAULT_REMOTE_ROOT = "datasets"
 DEFAULT_DATA_DIR = "./data"
-DEFAULT_TRAIN_SHARDS = 80  # the record runs train on 80 shards = 8B tokens (SPEC §2.1)
+DEFAULT_TRAIN_SHARDS = 80  # the record runs train on 80 shards = 8B tokens (docs/record-stack.md §2.1)
 MANIFEST_NAME = "manifest.json"
 PARTIAL_DIR_NAME = ".golf-lit-partial"
 

@@ -1,4 +1,4 @@
-"""Tokenize a JSONL file of documents into challenge shards (SPEC §2.1).
+"""Tokenize a JSONL file of documents into challenge shards (docs/record-stack.md §2.1).
 
 Each line is a JSON object with a ``"text"`` string. Every document is encoded with SentencePiece and
 prefixed with BOS (no EOS); the first ``num_val_docs`` documents form the validation stream
@@ -28,7 +28,7 @@ import numpy as np
 from golf_lit.data.shards import MAX_TOKEN_ID, SIDECAR_PREFIX, write_shard
 
 DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
-DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (SPEC §2.1)
+DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (docs/record-stack.md §2.1)
 DEFAULT_CHUNK_DOCS = 256
 
 # One unit of work: (docs file name, first line number, raw lines, bytes of those lines).

@@ -1,6 +1,7 @@
 """Challenge shard files: header check, memory-mapped reading, atomic writing, and the token stream.
 
-Format (SPEC §2.1): 256 little-endian int32 header words (magic 20240520, version 1, token count, zeros),
+Format (docs/record-stack.md §2.1): 256 little-endian int32 header words (magic 20240520, version 1, token count,
+zeros),
 then ``count`` little-endian uint16 token ids; the file is exactly ``1024 + 2 * count`` bytes.
 """
 
@@ -100,7 +101,8 @@ def find_shards(pattern: str) -> list[Path]:
 
 
 def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int | None = None) -> torch.Tensor:
-    """All validation shards concatenated, truncated to ``((N - 1) // seq_len) * seq_len + 1`` tokens (SPEC §2.1).
+    """All validation shards concatenated, truncated to ``((N - 1) // seq_len) * seq_len + 1`` tokens
+    (docs/record-stack.md §2.1).
 
     Args:
         pattern: Glob of validation shards.
@@ -127,7 +129,7 @@ def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int | None = 
 class TokenStream:
     """The training token stream: sorted shards concatenated and wrapped forever, addressed by offset.
 
-    The seed reads this stream sequentially (SPEC §2.3); because the stream is a fixed function of
+    The seed reads this stream sequentially (docs/record-stack.md §2.3); because the stream is a fixed function of
     the offset, golf-lit addresses it directly, so the data position is just a micro-batch index
     (cheap to checkpoint, trivially restored after compile priming).
 
@@ -161,7 +163,7 @@ class TokenStream:
     def micro_batch(
         self, index: int, local_tokens: int, seq_len: int, rank: int = 0, world_size: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Micro-batch ``index`` for ``rank`` exactly as the seed's loader serves it (SPEC §2.3).
+        """Micro-batch ``index`` for ``rank`` exactly as the seed's loader serves it (docs/record-stack.md §2.3).
 
         Each micro-batch consumes ``world_size * (local_tokens + 1)`` contiguous tokens; rank ``r``
         takes the ``r``-th slice of ``local_tokens + 1``; inputs are the slice minus its last token,

@@ -1,4 +1,4 @@
-"""The SentencePiece tokenizer and the byte look-up tables behind exact bits-per-byte (SPEC §3)."""
+"""The SentencePiece tokenizer and the byte look-up tables behind exact bits-per-byte (docs/record-stack.md §3)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def load_tokenizer(path: str | os.PathLike) -> spm.SentencePieceProcessor:
 
 @dataclass
 class ByteLUTs:
-    """Per-token-id tables for byte accounting (SPEC §3).
+    """Per-token-id tables for byte accounting (docs/record-stack.md §3).
 
     Attributes:
         base_bytes: int16, UTF-8 bytes of the piece without one leading "▁" (1 for byte pieces, 0 for boundary).
@@ -53,7 +53,8 @@ class ByteLUTs:
 
 
 def build_byte_luts(sp: spm.SentencePieceProcessor, vocab_size: int) -> ByteLUTs:
-    """Build the byte tables from a SentencePiece model, sized ``max(sp vocab, vocab_size)`` (SPEC §3)."""
+    """Build the byte tables from a SentencePiece model, sized ``max(sp vocab, vocab_size)``
+    (docs/record-stack.md §3)."""
     sp_vocab = int(sp.vocab_size())
     size = max(sp_vocab, vocab_size)
     base = np.zeros(size, dtype=np.int16)

@@ -1,4 +1,4 @@
-"""Train a SentencePiece BPE tokenizer of any vocabulary size with the challenge's settings (SPEC §2.2).
+"""Train a SentencePiece BPE tokenizer of any vocabulary size with the challenge's settings (docs/record-stack.md §2.2).
 
 Settings: BPE, ``byte_fallback``, ``split_digits``, ``nmt_nfkc`` normalization, no dummy prefix,
 ``character_coverage=0.999``, ids pad 0 / bos 1 / eos 2 / unk 3. As in the challenge's trainer, each
@@ -30,7 +30,7 @@ DEFAULT_INPUT_SENTENCE_SIZE = 1_000_000
 DEFAULT_MAX_SENTENCE_LENGTH = 4192  # SentencePiece's default, which the challenge's trainer kept
 MIN_VOCAB_SIZE = 4 + 256 + 1  # 4 special ids + 256 byte pieces + at least one learned piece
 
-# The challenge tokenizer's trainer settings (SPEC §2.2; openai/parameter-golf data/ tokenizer export).
+# The challenge tokenizer's trainer settings (docs/record-stack.md §2.2; openai/parameter-golf data/ tokenizer export).
 CHALLENGE_TRAINER_SETTINGS: dict[str, object] = {
     "model_type": "bpe",
     "character_coverage": 0.999,

@@ -1,8 +1,9 @@
 """Exact n-gram counts over already-scored tokens, and the mixer that turns them into a normalized distribution.
 
-The seed's n-gram cache (SPEC §12; PR #727 / #761, backoff idea PR #702, entropy-adaptive alpha PR #702/#727)
+The seed's n-gram cache (docs/record-stack.md §12; PR #727 / #761, backoff idea PR #702, entropy-adaptive alpha PR
+#702/#727)
 read a "probability" for the realized token out of hashed buckets keyed by context *and target*, which is not a
-distribution (SPEC §12.5). Here counts are kept exactly per (context, continuation token):
+distribution (docs/record-stack.md §12.5). Here counts are kept exactly per (context, continuation token):
 
 * A context of ``w = order - 1`` tokens is packed exactly into a 63-bit key when ``w * bits(V)`` fits in
   ``63 - bits(V)`` bits (orders up to 6 for V = 1024), else hashed to that many bits. A hash may merge two
@@ -18,7 +19,7 @@ Storage (:class:`NgramStore`): per order, a log-structured list of sorted runs o
 of ``k`` targets costs ``O(k log k)`` (``np.unique``) plus amortised ``O(log(n/k))`` linear merges per element;
 a lookup of ``M`` positions costs ``O(M log n)`` per run and there are ``O(log(n/k))`` runs per order.
 Memory is about 32 bytes per distinct (context, token) pair per order: for the 62M-token validation set and
-orders 2..7 roughly 130M pairs, ~4 GB on the rank that holds them all (see /work/notes/readme_eval.md).
+orders 2..7 roughly 130M pairs, ~4 GB on the rank that holds them all (README, "Evaluation").
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class NgramConfig:
     """An order is used only if its context was seen at least this many times."""
     alpha_mode: str = "entropy"
     """'entropy': a = ent_base + ent_range * sigmoid(ent_scale * (H - ent_thresh)) with H the model's entropy
-    in nats (SPEC §12.4 step 2); 'fixed': a = alpha."""
+    in nats (docs/record-stack.md §12.4 step 2); 'fixed': a = alpha."""
     alpha: float = 0.40
     """Mixing weight when alpha_mode is 'fixed' (seed NGRAM_ALPHA)."""
     ent_base: float = 0.05

@@ -70,7 +70,7 @@ def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
 
 
 class CausalSelfAttention(nn.Module):
-    """One attention layer of the record model (SPEC §4.3).
+    """One attention layer of the record model (docs/record-stack.md §4.3).
 
     Args:
         cfg: Model configuration.

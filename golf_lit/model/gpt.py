@@ -1,4 +1,5 @@
-"""The record GPT (SPEC §4-5): U-Net skips, GQA attention with every trick, LeakyReLU² MLP, tied softcapped head.
+"""The record GPT (docs/record-stack.md §4-5): U-Net skips, GQA attention with every trick, LeakyReLU² MLP, tied
+softcapped head.
 
 Leaderboard-top options (docs/top-stack.md §3): depth recurrence, sigmoid skip gates, two-lane parallel
 residuals, attention-gate variants, the BOS-fixed SmearGate and document-masked attention.
@@ -103,7 +104,8 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block with residual mixing toward the embedding stream and fixed LN scale (SPEC §4.2)."""
+    """Pre-norm block with residual mixing toward the embedding stream and fixed LN scale
+    (docs/record-stack.md §4.2)."""
 
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -205,7 +207,8 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Initialisation of SPEC §5: tied tok_emb N(0, std²); zero-init projections; orthogonal other matrices."""
+        """Initialisation of docs/record-stack.md §5: tied tok_emb N(0, std²); zero-init projections; orthogonal
+        other matrices."""
         if self.cfg.tie_embeddings:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
         for name, module in self.named_modules():

@@ -28,7 +28,7 @@ class Rotary(nn.Module):
 
     Only the first ``rope_dims`` of each head's dims are rotated. For sequences longer than ``ref_seq_len``
     the base becomes ``base * (T / ref_seq_len) ** (rope_dims / (rope_dims - 2))``, so at T=2048 with
-    16 dims the effective base is 10000 * 2**(8/7) ~ 22,082 (SPEC §4.4). Tables are recomputed on every
+    16 dims the effective base is 10000 * 2**(8/7) ~ 22,082 (docs/record-stack.md §4.4). Tables are recomputed on every
     call (a T x rope_dims/2 outer product): there is no cache that could leak inference tensors into a
     later backward pass, and nothing for torch.compile to guard on.
 

@@ -1,4 +1,4 @@
-"""Parameter-name conventions shared by the optimizer split and the quantizer (SPEC §6, §9.1)."""
+"""Parameter-name conventions shared by the optimizer split and the quantizer (docs/record-stack.md §6, §9.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Optimizer hyperparameters (SPEC §6, §14). Field names are the seed's environment variables in lowercase."""
+"""Optimizer hyperparameters (docs/record-stack.md §6, §14). Field names are the seed's environment variables in
+lowercase."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Muon: momentum SGD whose update is orthogonalized by a Newton-Schulz iteration (SPEC §6.1).
+"""Muon: momentum SGD whose update is orthogonalized by a Newton-Schulz iteration (docs/record-stack.md §6.1).
 
 Origin: Keller Jordan, modded-nanogpt and the "Muon: An optimizer for hidden layers" blog post.
 
@@ -87,7 +87,7 @@ def cpu_has_native_bf16() -> bool:
 def resolve_ns_dtype(ns_dtype: str, device: torch.device) -> torch.dtype:
     """The dtype Newton-Schulz runs in: ``"auto"`` is bf16 except on a CPU without native bf16 (then fp32).
 
-    The record's math (bf16, SPEC §6.1) is kept on every GPU and on CPUs with native bf16.
+    The record's math (bf16, docs/record-stack.md §6.1) is kept on every GPU and on CPUs with native bf16.
     """
     if ns_dtype not in NS_DTYPES:
         raise ValueError(f"Muon ns_dtype must be one of {NS_DTYPES}, got {ns_dtype!r}")
@@ -143,7 +143,7 @@ def row_normalize(g: Tensor, floor: float = 1e-7) -> Tensor:
 
 
 class Muon(torch.optim.Optimizer):
-    """Muon optimizer for 2-D weight matrices, exactly as the record uses it (SPEC §6.1).
+    """Muon optimizer for 2-D weight matrices, exactly as the record uses it (docs/record-stack.md §6.1).
 
     Per parameter W with gradient G: ``buf = mu*buf + G`` (zero init); Nesterov ``G' = G + mu*buf``;
     ``X = NS(G')`` in bf16 scaled by ``sqrt(max(1, rows/cols))``; then ``W *= 1 - lr*wd`` and

@@ -1,4 +1,4 @@
-"""Split the GPT's parameters into the record's optimizer groups and build the optimizers (SPEC §6).
+"""Split the GPT's parameters into the record's optimizer groups and build the optimizers (docs/record-stack.md §6).
 
 Groups (parameter names are the seed's): ``token`` (tok_emb, bigram.embed; AdamW), ``head`` (untied lm_head;
 AdamW), ``matrix`` (2-D block weights and bigram.proj; Muon) and ``scalar`` (everything small or named

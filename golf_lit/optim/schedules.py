@@ -1,4 +1,4 @@
-"""Pure schedule functions: the warmdown lr multipliers and the Muon momentum ramp (SPEC §7, §6.1).
+"""Pure schedule functions: the warmdown lr multipliers and the Muon momentum ramp (docs/record-stack.md §7, §6.1).
 
 ``lr_multiplier`` and ``muon_momentum`` follow the record line's train_gpt.py (parameter-golf PR #638 -> #761):
 no lr warm-up, a linear warmdown to 0 that ends exactly at the wall-clock cap, and a linear momentum warm-up.

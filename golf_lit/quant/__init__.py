@@ -1,4 +1,5 @@
-"""The scored artifact: mixed int6/int5/int8 quantization, compression, the size budget, loading (SPEC §9).
+"""The scored artifact: mixed int6/int5/int8 quantization, compression, the size budget, loading
+(docs/record-stack.md §9).
 
 One job per module: quantize.py (tensor formats), container.py (torch.save container), compression.py (codecs),
 budget.py (fit the budget), save.py (atomic writes), records.py (loading), code_bytes.py (counted code).

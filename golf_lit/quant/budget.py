@@ -1,4 +1,5 @@
-"""Fit the 16,000,000-byte budget: try zstd levels, then demote layers to int5 (SPEC §9.3). Pure: writes nothing."""
+"""Fit the 16,000,000-byte budget: try zstd levels, then demote layers to int5 (docs/record-stack.md §9.3). Pure:
+writes nothing."""
 
 from __future__ import annotations
 
@@ -149,7 +150,8 @@ def build_artifact(
     compressor: Callable[[bytes, int], bytes] | None = None,
     hessians: Mapping[str, Tensor] | None = None,
 ) -> ArtifactResult:
-    """Quantize and compress until the artifact fits ``limit = artifact_limit_bytes - code_bytes`` (SPEC §9.3).
+    """Quantize and compress until the artifact fits ``limit = artifact_limit_bytes - code_bytes``
+    (docs/record-stack.md §9.3).
 
     All-int6 is tried with every packing of ``cfg.compressor`` in order (zstd at every level of
     ``cfg.zstd_levels``); then (if ``cfg.int5_demotion``) layers are demoted to int5 cumulatively in

@@ -1,4 +1,4 @@
-"""Code bytes counted against the 16,000,000-byte budget (SPEC §9.4)."""
+"""Code bytes counted against the 16,000,000-byte budget (docs/record-stack.md §9.4)."""
 
 from __future__ import annotations
 

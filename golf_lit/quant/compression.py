@@ -1,4 +1,4 @@
-"""zstd for the seed container: compress one frame, decompress it with a cap on the output (SPEC §9.3).
+"""zstd for the seed container: compress one frame, decompress it with a cap on the output (docs/record-stack.md §9.3).
 
 Decompression is bounded: a small frame can expand to gigabytes (a "bomb"), so input is fed in 1 KiB pieces
 (one zstd block of at most 128 KiB costs >= 3 input bytes, so a piece yields at most ~44 MiB) and reading stops

@@ -1,4 +1,4 @@
-"""The seed's container: ``torch.save({"w": tensors, "m": meta})`` bytes <-> ``(w, m)`` (SPEC §9.3)."""
+"""The seed's container: ``torch.save({"w": tensors, "m": meta})`` bytes <-> ``(w, m)`` (docs/record-stack.md §9.3)."""
 
 from __future__ import annotations
 

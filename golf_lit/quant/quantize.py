@@ -1,4 +1,4 @@
-"""Quantize a state dict into the seed's mixed int6/int5/int8/fp16 format and back (SPEC §9.1-9.2).
+"""Quantize a state dict into the seed's mixed int6/int5/int8/fp16 format and back (docs/record-stack.md §9.1-9.2).
 
 The output is a pair ``(w, m)``: ``w`` maps storage keys to tensors (``name`` for passthrough tensors,
 ``name.q`` and ``name.scale`` for quantized ones) and ``m`` maps each tensor name to its format
@@ -44,11 +44,12 @@ class QuantStateError(ValueError):
 
 @dataclass(kw_only=True)
 class QuantConfig:
-    """How the artifact is quantized, compressed and fitted into the size budget (SPEC §9)."""
+    """How the artifact is quantized, compressed and fitted into the size budget (docs/record-stack.md §9)."""
 
     scale_floor_mult: float = 1.0
     """Per-row int6/int5 scales are at least scale_floor_mult / qmax. 1.0 is the seed's floor, which gives every row
-    with max |w| < 1 the fixed step 1/qmax (SPEC §15.10); lowering it is an experiment, not the record."""
+    with max |w| < 1 the fixed step 1/qmax (docs/record-stack.md §15.10); lowering it is an experiment, not the
+    record."""
     zstd_levels: list[int] = field(default_factory=lambda: [16, 1, 17, 2])
     """zstd levels tried in this order for each quantization variant; the first blob that fits wins (seed)."""
     zstd_checksum: bool = False
@@ -281,7 +282,7 @@ def quantize_rows_gptq_lite(
 
     One quantile is chosen per matrix among GPTQ_LITE_PERCENTILES (1.0 = row amax) by the mean squared error
     of ``q * scale`` against ``t`` over the whole matrix; ties keep the earlier quantile. Codes are symmetric,
-    [-qmax, qmax]. Origin: 2026-03-22 record (SPEC §9.2, §15.8).
+    [-qmax, qmax]. Origin: 2026-03-22 record (docs/record-stack.md §9.2, §15.8).
 
     Args:
         t: Float tensor; non-2-D tensors use one scale ``amax / qmax`` and no search.
@@ -410,7 +411,7 @@ def quantize_state_dict(
     cache: dict[tuple[str, str], Any] | None = None,
     hessians: Mapping[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Quantize a whole state dict in its own order (SPEC §9.1; docs/top-stack.md §5).
+    """Quantize a whole state dict in its own order (docs/record-stack.md §9.1; docs/top-stack.md §5).
 
     Args:
         state_dict: Name -> tensor, e.g. ``model.state_dict()``.

@@ -1,4 +1,5 @@
-"""Load artifacts and record checkpoints into a state dict for ``load_state_dict(strict=True)`` (SPEC §9.3)."""
+"""Load artifacts and record checkpoints into a state dict for ``load_state_dict(strict=True)``
+(docs/record-stack.md §9.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Write the artifact: atomically, and never over a good one with a blob that does not fit (SPEC §9.3)."""
+"""Write the artifact: atomically, and never over a good one with a blob that does not fit
+(docs/record-stack.md §9.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The sliding strategy (SPEC §10.2; record 2026-03-19_SlidingWindowEval): windows that score every token once.
+"""The sliding strategy (docs/record-stack.md §10.2; record 2026-03-19_SlidingWindowEval): windows that score every
+token once.
 
 Windows start at 0, stride, 2*stride, ... and span ``seq_len`` inputs (cut at the end of the stream). The first
 window scores all of its positions; every later window scores only positions that no earlier window scored,

@@ -1,4 +1,4 @@
-"""The ttt strategy: score-first test-time training (SPEC §11.3 legal protocol).
+"""The ttt strategy: score-first test-time training (docs/record-stack.md §11.3 legal protocol).
 
 Origin: record 2026-03-23_LeakyReLU_LegalTTT_ParallelMuon.
 
@@ -46,7 +46,7 @@ IGNORE = -100
 @dataclass(kw_only=True)
 class TTTConfig:
     """Score-first TTT settings. Defaults are the legal record's (SGD); the seed used AdamW lr 1e-4, 4 epochs,
-    chunk 131072, freeze 2, no cosine (SPEC §11.1), available through these same fields."""
+    chunk 131072, freeze 2, no cosine (docs/record-stack.md §11.1), available through these same fields."""
 
     name: str = "ttt"
     """Name of this setting in the report (several can be swept from one loaded artifact)."""
