@@ -100,3 +100,16 @@ def test_fit_help_documents_the_top_options(capsys):
         ("fused_ce_enabled", "softcapped cross-entropy"),
     ]:
         assert f"--model.{option}" in out and words in out, option
+
+
+def test_top_eval_config_has_the_logged_ttt_values():
+    """configs/eval/top.yaml (phased TTT of docs/top-stack.md §8) parses as a `golf-lit eval` config."""
+    from golf_lit.eval.cli import parse_config
+
+    cfg = parse_config(["--config", str(ROOT / "configs" / "eval" / "top.yaml"), "--artifact", "final_model.int6.ptz"])
+    t = cfg.phased_ttt
+    assert cfg.strategies == ["phased_ttt"] and cfg.eval_budget_seconds == 600
+    assert (t.prefix_docs, t.num_phases, t.lora_rank, t.lora_alpha, t.chunk_size, t.batch_size) == (
+        2500, 3, 80, 144, 48, 64)
+    assert (t.lora_lr, t.beta1, t.beta2, t.weight_decay, t.global_lr, t.global_chunk_tokens) == (
+        1e-4, 0.0, 0.99, 0.5, 1e-3, 32768)

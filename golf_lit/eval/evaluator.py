@@ -247,7 +247,7 @@ class RankEvaluation:
         }
 
     def report(self) -> dict[str, Any]:
-        """The JSON report (schema in docs/readme/eval.md)."""
+        """The JSON report (schema in the README, "Evaluation")."""
         cfg = self.cfg
         artifact = Path(resolve(cfg.artifact))
         return {
