@@ -10,6 +10,7 @@ import pytest
 import sentencepiece as spm
 
 from golf_lit.data.cli import main as data_main
+from golf_lit.data.manifest import MANIFEST_NAME
 from golf_lit.data.encode import check_uint16_vocab, encode_chunk, tokenize_documents
 from golf_lit.data.shards import load_shard, read_shard_header
 from golf_lit.paths import resolve
@@ -56,7 +57,7 @@ def test_val_docs_reproduce_the_bundled_shard_byte_for_byte(tmp_path: Path) -> N
     assert report.num_val_docs == 36 and report.num_train_docs == 0
     expected = Path(resolve("sample:fineweb10B_sp1024/fineweb_val_000000.bin")).read_bytes()
     assert (tmp_path / "out" / "fineweb_val_000000.bin").read_bytes() == expected
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fineweb_val_000000.bin"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fineweb_val_000000.bin", MANIFEST_NAME]
 
 
 def test_train_docs_reproduce_the_bundled_train_shard(tmp_path: Path) -> None:
@@ -159,7 +160,9 @@ def test_existing_shards_need_overwrite(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match=r"already holds .* pass --overwrite"):
         tokenize_documents(docs, SAMPLE_TOKENIZER, out, num_val_docs=0, progress=False)
     second = tokenize_documents(docs, SAMPLE_TOKENIZER, out, num_val_docs=1, progress=False, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fineweb_train_000000.bin", "fineweb_val_000000.bin", MANIFEST_NAME
+    ]
     np.testing.assert_array_equal(
         np.concatenate([_stream(second.val_files), _stream(second.train_files)]), first_stream
     )
@@ -183,7 +186,9 @@ def test_cli_tokenize(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ]
     assert data_main(argv) == 0
     out = tmp_path / "datasets" / "fineweb10B_sp1024"  # default --out follows the challenge layout
-    assert sorted(p.name for p in out.iterdir()) == ["fineweb_train_000000.bin", "fineweb_val_000000.bin"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "fineweb_train_000000.bin", "fineweb_val_000000.bin", MANIFEST_NAME
+    ]
     assert "val:   3 docs" in capsys.readouterr().out
     assert data_main(argv) == 1  # shards exist, no --overwrite
     assert "--overwrite" in capsys.readouterr().err

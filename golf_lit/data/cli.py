@@ -1,4 +1,5 @@
-"""``golf-lit data``: download the challenge shards, tokenize documents into shards, train a tokenizer."""
+"""``golf-lit data``: download the challenge shards, tokenize documents into shards, train a tokenizer, verify a
+dataset folder against its manifest."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from golf_lit.data.train_tokenizer import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``golf-lit data`` argument parser with its three subcommands.
+    """The ``golf-lit data`` argument parser with its subcommands.
 
     Returns:
         The parser.
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="golf-lit data", description="Get challenge data: download shards, tokenize documents, train a tokenizer."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{download,tokenize,train-tokenizer}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{download,tokenize,train-tokenizer,verify}")
     dl = sub.add_parser(
         "download",
         help="download the published shards and tokenizer",
@@ -133,7 +134,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train on CaseOps-transformed text with the four case markers as user-defined pieces (ids 4-7)",
     )
+
+    ver = sub.add_parser(
+        "verify",
+        help="check a tokenized dataset folder against its manifest",
+        description="Check every file listed in DIR/golf_lit_manifest.json (written by tokenize): present, "
+        "nothing unlisted, sizes, header token counts and sha256 checksums.",
+    )
+    ver.add_argument("dir", help="dataset folder, e.g. data/datasets/fineweb10B_sp4096")
+    ver.add_argument("--no-checksums", action="store_true", help="skip the sha256 checksums (sizes and counts only)")
     return parser
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from golf_lit.data.manifest import MANIFEST_NAME, verify_folder
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {folder}")
+    manifest = verify_folder(folder, checksums=not args.no_checksums)
+    if manifest is None:
+        raise FileNotFoundError(
+            f"{folder}: no {MANIFEST_NAME} (only folders written by golf-lit data tokenize have one)"
+        )
+    files = manifest["files"]
+    tokens = sum(int(e["tokens"]) for e in files.values())
+    what = "sizes, token counts" + ("" if args.no_checksums else " and sha256")
+    print(f"{folder}: ok, {len(files)} file(s), {tokens} tokens ({what} match {MANIFEST_NAME})")
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -207,7 +234,12 @@ def _train_tokenizer(args: argparse.Namespace) -> None:
         )
 
 
-_COMMANDS = {"download": _download, "tokenize": _tokenize, "train-tokenizer": _train_tokenizer}
+_COMMANDS = {
+    "download": _download,
+    "tokenize": _tokenize,
+    "train-tokenizer": _train_tokenizer,
+    "verify": _verify,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

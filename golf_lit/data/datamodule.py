@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from golf_lit.data.byte_source import ByteSource, SidecarBytes, load_byte_source
+from golf_lit.data.manifest import check_dataset
 from golf_lit.data.packing import document_cu_seqlens, pad_cu_seqlens
 from golf_lit.data.shards import TokenStream, load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
@@ -196,7 +197,9 @@ class GolfDataModule(L.LightningDataModule):
                 "be found in the token stream"
             )
         if stage in (None, "fit"):
+            check_dataset(resolve(self.train_files))  # sizes and header counts against a tokenize manifest
             self.stream = TokenStream(resolve(self.train_files))
+        check_dataset(resolve(self.val_files))
         self.val_tokens = load_validation_tokens(resolve(self.val_files), self.train_seq_len, self.val_max_tokens)
         self.luts = load_byte_source(resolve(self.val_files), sp, self.vocab_size, self.val_tokens.numel())
 

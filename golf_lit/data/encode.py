@@ -12,6 +12,10 @@ with the same token count: per token the number of original UTF-8 bytes it accou
 
 Encoding runs in a process pool (ordered ``imap`` over chunks of lines, so the output does not depend on
 the number of workers); JSON parsing happens in the workers too, and errors name the file and line.
+
+The whole output is built in a temporary folder beside ``out`` and moved into place only when complete, with
+``golf_lit_manifest.json`` (every shard's token count, size and sha256; ``golf_lit.data.manifest``) written
+last: a failed run leaves ``out`` exactly as it was and removes the temporary folder.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from golf_lit.data.manifest import MANIFEST_NAME, write_manifest
 from golf_lit.data.shards import MAX_TOKEN_ID, SIDECAR_PREFIX, write_shard
 
 DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
@@ -292,7 +299,7 @@ def tokenize_documents(
         shard_tokens: Tokens per full shard.
         workers: Encoding processes (1 encodes in this process).
         chunk_docs: Documents per unit of work sent to a worker.
-        overwrite: Allow an output folder that already holds shards (stale shards not rewritten are removed).
+        overwrite: Allow an output folder that already holds shards; they are all replaced (other files stay).
         progress: Show a progress bar over the docs file's bytes.
         caseops: CaseOps-transform every document first and write the validation byte sidecar; needs a
             tokenizer trained with ``train-tokenizer --caseops`` (the four markers as pieces).
@@ -338,8 +345,77 @@ def tokenize_documents(
             f"{out_dir} already holds {len(existing)} shard(s) (e.g. {existing[0].name}); "
             f"pass --overwrite to replace them or choose another --out"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Everything is built in a temporary sibling and moved into place only once complete (see _move_into_place).
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        if out_dir.is_dir():
+            shutil.copymode(out_dir, work)
+        else:  # mkdtemp makes 0700; give the usual permissions
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(work, 0o777 & ~mask)
+        report = _encode_into(work, docs_path, tokenizer, bos_id, num_val_docs, shard_tokens, workers, chunk_docs,
+                              progress, caseops)
+        write_manifest(
+            work,
+            report.val_files + report.train_files + report.val_byte_files,
+            tokenizer,
+            int(sp.vocab_size()),
+            shard_tokens=shard_tokens,
+            num_val_docs=num_val_docs,
+            caseops=caseops,
+        )
+        _move_into_place(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    for files in (report.val_files, report.train_files, report.val_byte_files):
+        files[:] = [out_dir / f.name for f in files]
+    return report
 
+
+def _move_into_place(work: Path, out_dir: Path) -> None:
+    """Make the finished dataset in ``work`` the folder ``out_dir``.
+
+    Without an existing ``out_dir`` this is one rename. Otherwise the old folder is renamed aside, ``work`` takes
+    its name, and the old folder's other entries (anything but shards and the manifest) are moved into the new
+    one before the old shards are deleted; if the swap itself fails the old folder is put back.
+    """
+    if not out_dir.exists():
+        os.rename(work, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    os.rmdir(old)
+    os.rename(out_dir, old)
+    try:
+        os.rename(work, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    for entry in old.iterdir():
+        is_shard = entry.is_file() and entry.match("fineweb_*_[0-9]*.bin")
+        if not is_shard and entry.name != MANIFEST_NAME and not (out_dir / entry.name).exists():
+            os.rename(entry, out_dir / entry.name)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _encode_into(
+    out_dir: Path,
+    docs_path: Path,
+    tokenizer: str | os.PathLike,
+    bos_id: int,
+    num_val_docs: int,
+    shard_tokens: int,
+    workers: int,
+    chunk_docs: int,
+    progress: bool,
+    caseops: bool,
+) -> TokenizeReport:
+    """Encode the docs file into shards in the (empty) folder ``out_dir``."""
     writers = {"val": ShardWriter(out_dir, "val", shard_tokens), "train": ShardWriter(out_dir, "train", shard_tokens)}
     sidecar = ShardWriter(out_dir, "val", shard_tokens, prefix=SIDECAR_PREFIX) if caseops else None
     report = TokenizeReport()
@@ -388,10 +464,6 @@ def tokenize_documents(
         sidecar.close()
         report.val_byte_files = sidecar.files
 
-    written = set(writers["val"].files + writers["train"].files + report.val_byte_files)
-    for stale in existing:
-        if stale not in written:
-            stale.unlink()
     report.val_files, report.train_files = writers["val"].files, writers["train"].files
     report.val_tokens, report.train_tokens = writers["val"].total, writers["train"].total
     return report

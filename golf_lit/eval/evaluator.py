@@ -20,6 +20,7 @@ from lightning.fabric import Fabric
 from torch import Tensor
 
 from golf_lit.data.byte_source import load_byte_source
+from golf_lit.data.manifest import check_dataset
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
@@ -133,6 +134,7 @@ class RankEvaluation:
         vocab = self.model_config.vocab_size
         sp = load_tokenizer(resolve(cfg.tokenizer))
         require_vocab_match(vocab, int(sp.vocab_size()), cfg.tokenizer)
+        check_dataset(resolve(cfg.val_files))  # sizes and header counts against a tokenize manifest, if any
         tokens = load_validation_tokens(resolve(cfg.val_files), cfg.sliding.seq_len)
         if cfg.max_tokens is not None:
             tokens = tokens[: cfg.max_tokens + 1]
