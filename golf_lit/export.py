@@ -20,7 +20,7 @@ from golf_lit.data.byte_source import load_byte_source
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.eval.artifact import provenance
+from golf_lit.eval.loading import provenance
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.io import atomic_write_bytes, atomic_write_json
 from golf_lit.model.gpt import GPT
