@@ -17,8 +17,8 @@ from golf_lit.data.shards import read_shard_header, write_shard
 from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import RankEvaluation
 from golf_lit.eval.strategies.sliding import SlidingConfig
-from golf_lit.quant.errors import ArtifactError
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
+from golf_lit.quant.errors import ArtifactError
 
 TOKENIZER = resolve(SAMPLE_TOKENIZER)
 TEXTS = [f"Document number {i}: the quick brown fox jumps over the lazy dog {i * 7}." for i in range(24)]

@@ -11,11 +11,20 @@ import sentencepiece as spm
 
 from golf_lit.data.cli import main as data_main
 from golf_lit.data.train_tokenizer import train_tokenizer
-from golf_lit.data.vocab import check_tokenizer_matches
+from golf_lit.data.vocab import require_vocab_match
 from golf_lit.paths import resolve
 from tests.conftest import VAL_DOCS
 
 CHALLENGE_TOKENIZER = resolve("sample:tokenizers/fineweb_1024_bpe.model")
+
+
+def _check(vocab_size, path):
+    """The vocabulary rule every command applies: the tokenizer's piece count must equal model.vocab_size."""
+    from golf_lit.data.tokenizer import load_tokenizer
+
+    pieces = int(load_tokenizer(path).vocab_size())
+    require_vocab_match(vocab_size, pieces, path)
+    return pieces
 
 
 def _texts(path: Path) -> list[str]:
@@ -110,10 +119,10 @@ def test_bad_options_and_too_small_data(tmp_path: Path) -> None:
 
 
 def test_vocab_check_names_both_sides() -> None:
-    assert check_tokenizer_matches(1024, CHALLENGE_TOKENIZER) == 1024
+    assert _check(1024, CHALLENGE_TOKENIZER) == 1024
     with pytest.raises(
         ValueError, match=r"model\.vocab_size=4096 but tokenizer .*fineweb_1024_bpe\.model has 1024 pieces"
     ):
-        check_tokenizer_matches(4096, CHALLENGE_TOKENIZER)
+        _check(4096, CHALLENGE_TOKENIZER)
     with pytest.raises(FileNotFoundError, match=r"tokenizer model not found"):
-        check_tokenizer_matches(1024, "no/such/tokenizer.model")
+        _check(1024, "no/such/tokenizer.model")

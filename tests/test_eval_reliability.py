@@ -14,8 +14,8 @@ import torch
 
 from golf_lit.config import ModelConfig
 from golf_lit.eval import evaluator as evaluator_module
-from golf_lit.eval.loading import artifact_data_defaults
 from golf_lit.eval.cli import main, parse_config
+from golf_lit.eval.loading import artifact_data_defaults
 from golf_lit.eval.ngram import NgramStore
 from golf_lit.export import ARTIFACT_NAME, export_model
 from golf_lit.export import main as export_main

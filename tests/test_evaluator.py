@@ -14,9 +14,9 @@ import torch
 from golf_lit.config import ModelConfig
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
-from golf_lit.eval.loading import find_model_config, load_model, provenance
 from golf_lit.eval.cli import main, parse_config
 from golf_lit.eval.config import EvalConfig
+from golf_lit.eval.loading import find_model_config, load_model, provenance
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve

@@ -17,12 +17,18 @@ from golf_lit.data.encode import tokenize_documents
 from golf_lit.data.shards import load_shard, load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
-from golf_lit.data.vocab import check_tokenizer_matches
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.model.gpt import GPT
 from golf_lit.quant import QuantConfig, load_artifact_state_dict
 from golf_lit.quant import save_artifact as export_artifact
 from tests.conftest import TRAIN_DOCS, VAL_DOCS
+
+
+def _check(vocab_size, path):
+    """The vocabulary rule every command applies: the tokenizer's piece count must equal model.vocab_size."""
+    pieces = int(load_tokenizer(path).vocab_size())
+    require_vocab_match(vocab_size, pieces, path)
+    return pieces
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +50,9 @@ def test_vocab_size_end_to_end(corpus, vocab_size):
     tmp, train_path, all_path = corpus
     report = train_tokenizer(train_path, vocab_size, tmp / f"tok{vocab_size}", heldout_docs=10, num_threads=2)
     model_path = report.model_path
-    assert check_tokenizer_matches(vocab_size, model_path) == vocab_size
+    assert _check(vocab_size, model_path) == vocab_size
     with pytest.raises(ValueError, match=f"model.vocab_size={vocab_size + 1}"):
-        check_tokenizer_matches(vocab_size + 1, model_path)
+        _check(vocab_size + 1, model_path)
     out = tmp / f"shards{vocab_size}"
     tokenize_documents(all_path, model_path, out, num_val_docs=20, workers=1, progress=False)
 

@@ -23,10 +23,10 @@ from typing import Any
 
 from golf_lit.cli import normalize_options
 from golf_lit.config import ModelConfig
-from golf_lit.eval.loading import artifact_data_defaults, find_model_config
 from golf_lit.eval.budget import EvalBudgetError
 from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import Evaluator
+from golf_lit.eval.loading import artifact_data_defaults, find_model_config
 
 
 def build_parser():

@@ -24,9 +24,9 @@ from golf_lit.data.manifest import check_dataset
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.eval.loading import find_model_config, load_model
 from golf_lit.eval.budget import EvalBudget
 from golf_lit.eval.config import EvalConfig
+from golf_lit.eval.loading import find_model_config, load_model
 from golf_lit.eval.report import (
     check_output_path,
     data_line,
