@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from golf_lit.data.shards import MAX_TOKEN_ID, SIDECAR_PREFIX, write_shard
+from golf_lit.outdirs import require_writable_dir
 
 DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
 DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (docs/record-stack.md §2.1)
@@ -338,7 +339,7 @@ def tokenize_documents(
             f"{out_dir} already holds {len(existing)} shard(s) (e.g. {existing[0].name}); "
             f"pass --overwrite to replace them or choose another --out"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    require_writable_dir(out_dir, "--out")  # created by the first shard write: a bad docs file leaves no folder
 
     writers = {"val": ShardWriter(out_dir, "val", shard_tokens), "train": ShardWriter(out_dir, "train", shard_tokens)}
     sidecar = ShardWriter(out_dir, "val", shard_tokens, prefix=SIDECAR_PREFIX) if caseops else None
