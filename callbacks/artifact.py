@@ -76,10 +76,12 @@ class ArtifactExport(Callback):
         self.eval_batch_seqs = eval_batch_seqs
         self.eval_pre_quant = eval_pre_quant
         self.report: dict | None = None
+        self._exported = False
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
+            self._exported = False
             _find_ema(trainer)  # more than one EMA is ambiguous: fail before training, not after it
             if trainer.is_global_zero:
                 require_writable_dir(self.output_dir(trainer), "ArtifactExport.dirpath")
@@ -118,6 +120,14 @@ class ArtifactExport(Callback):
                 training_time=training_time,
             )
         trainer.strategy.barrier("artifact_export")
+        self._exported = True
+
+    @override
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Resuming from a last.ckpt written at the max_steps stop (e.g. after a crash during the export) skips the
+        # training loop and with it on_train_end: export here, so the resumed run still ends with an artifact.
+        if not self._exported and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            self.on_train_end(trainer, pl_module)
 
 
 def _find_ema(trainer: L.Trainer) -> EMA | None:

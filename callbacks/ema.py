@@ -75,10 +75,14 @@ class EMA(Callback):
         self.apply_to(pl_module)
 
     def apply_to(self, pl_module: L.LightningModule) -> None:
-        """Copy the EMA weights into ``pl_module.gpt`` (cast to each parameter's dtype); only the first call acts."""
-        if self.shadow is None or self.applied:
+        """Copy the EMA weights into ``pl_module.gpt`` (cast to each parameter's dtype); only the first call acts.
+
+        A run resumed from a checkpoint written at its end trains no step: the checkpoint's averages are used.
+        """
+        source = self.shadow if self.shadow is not None else self._loaded
+        if source is None or self.applied:
             return
-        self.copy_into(pl_module.gpt, self.shadow)
+        self.copy_into(pl_module.gpt, source)
         self.applied = True
 
     def averaged_state_dict(self) -> dict[str, torch.Tensor] | None:

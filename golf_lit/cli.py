@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 USAGE = """usage: golf-lit {fit,validate,eval,export,data,seeds,submit,ablate,plot} ...
 
@@ -35,6 +37,22 @@ def normalize_options(argv: list[str], known: set[str]) -> list[str]:
     return out
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Raise ValueError naming a ``--config`` file that is not UTF-8 text (jsonargparse would not name it)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            path = arg.partition("=")[2]
+        elif arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        else:
+            continue
+        if os.path.isfile(path):
+            try:
+                Path(path).read_bytes().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"--config {path}: not a YAML text file ({exc.reason} at byte {exc.start})") from None
+
+
 def run_lightning(argv: list[str]) -> int:
     """Run LightningCLI (``fit``/``validate``) with golf-lit's module and data module."""
     from jsonargparse import set_docstring_parse_options
@@ -44,6 +62,7 @@ def run_lightning(argv: list[str]) -> int:
     from golf_lit.lit_module import GolfLM
 
     set_docstring_parse_options(attribute_docstrings=True)
+    check_config_files(argv)
     alias_short_callback_paths()
     # From the console, let LightningCLI read sys.argv itself: Lightning's DDP launcher re-runs sys.argv to start
     # the other ranks, so it must stay intact. Programmatic calls pass their own arguments.

@@ -145,13 +145,13 @@ def export_model(
     """
     quant = quant or QuantConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     cfg: ModelConfig = model.cfg
     sp = load_tokenizer(resolve(tokenizer_path))
     require_vocab_match(cfg.vocab_size, int(sp.vocab_size()), tokenizer_path)
     val_tokens = load_validation_tokens(resolve(val_files), seq_len, val_max_tokens)
     luts = load_byte_source(resolve(val_files), sp, cfg.vocab_size, val_tokens.numel())  # LUTs or CaseOps sidecar
+    out.mkdir(parents=True, exist_ok=True)  # after the inputs load: a bad tokenizer or shard leaves no folder
 
     report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
     if eval_pre_quant:

@@ -12,7 +12,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from golf_lit.checkpoint import LAST, LAST_IF_PRESENT, SafeCheckpointIO, load_checkpoint, resolve_resume_path
+from golf_lit.data.shards import find_shards, read_shard_header
 from golf_lit.outdirs import require_writable_dir
+from golf_lit.paths import resolve
 
 
 def alias_short_callback_paths() -> None:
@@ -47,8 +49,8 @@ class GolfCLI(LightningCLI):
     - Every checkpoint is written atomically and read with ``weights_only=True`` (``SafeCheckpointIO``).
     - ``--ckpt_path last`` is an error naming the checkpoint directories when there is no ``last.ckpt``;
       ``--ckpt_path last-if-present`` resumes when there is one and starts fresh otherwise.
-    - Output directories (``trainer.default_root_dir``, checkpoint directories) are checked writable
-      before anything runs.
+    - Output directories (``trainer.default_root_dir``, checkpoint directories) are checked writable and the
+      data shards' headers are checked before anything runs.
     """
 
     def _parse_ckpt_path(self) -> None:
@@ -81,6 +83,12 @@ class GolfCLI(LightningCLI):
         require_writable_dir(self.trainer.default_root_dir, "trainer.default_root_dir")
         for d in self._checkpoint_dirs():
             require_writable_dir(d, "ModelCheckpoint.dirpath")
+        # Shard headers before the loggers create their version folders: a bad shard leaves nothing behind.
+        for name in ("train_files", "val_files") if subcommand == "fit" else ("val_files",):
+            pattern = getattr(self.datamodule, name, None)
+            if isinstance(pattern, str):
+                for shard in find_shards(resolve(pattern)):
+                    read_shard_header(shard)
         cfg = self.config_init[subcommand]
         if "ckpt_path" in cfg:
             cfg["ckpt_path"] = resolve_resume_path(cfg["ckpt_path"], self._checkpoint_dirs())

@@ -33,6 +33,7 @@ import numpy as np
 
 from golf_lit.data.manifest import MANIFEST_NAME, write_manifest
 from golf_lit.data.shards import MAX_TOKEN_ID, SIDECAR_PREFIX, write_shard
+from golf_lit.outdirs import require_writable_dir
 
 DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
 DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (docs/record-stack.md §2.1)
@@ -347,6 +348,7 @@ def tokenize_documents(
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
+    require_writable_dir(out_dir, "--out")  # checked, not created: a bad docs file leaves no folder behind
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Everything is built in a temporary sibling and moved into place only once complete (see _move_into_place).

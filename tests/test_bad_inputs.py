@@ -1,0 +1,226 @@
+"""Bad inputs across ``golf-lit fit``, ``eval``, ``export`` and ``data``, one table row each.
+
+Every row runs the real CLI entry (``golf_lit.cli.main``) in-process and checks: the documented nonzero exit code
+(2 for bad input; argparse/jsonargparse usage errors exit 2 too), a one-line message naming the file or option,
+no traceback, nothing created or modified under the test's directories (names, sizes, mtimes and hashes), and
+that a hostile pickle ran nothing (its marker file does not exist).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import lightning.pytorch as L
+import numpy as np
+import pytest
+import torch
+from golf_lit.callbacks import EMA, ResumableCheckpoint
+
+from golf_lit.checkpoint import SafeCheckpointIO
+from golf_lit.cli import main
+from golf_lit.data.shards import HEADER_WORDS, SHARD_MAGIC, SHARD_VERSION
+from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+
+from .test_checkpoint import Marker
+from .test_cli import ROOT
+from .test_eval_reliability import write_artifact
+from .test_train import make_trainer, tiny_data, tiny_module
+
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+TOKENIZER = str(resolve(SAMPLE_TOKENIZER))  # `data` takes plain paths
+EVAL_DATA = ["--tokenizer", SAMPLE_TOKENIZER, "--accelerator", "cpu", "--num_threads", "1", "--progress", "false",
+             "--max_tokens", "300", "--sliding.seq_len", "64"]
+
+
+def shard_bytes(magic: int = SHARD_MAGIC, version: int = SHARD_VERSION, count: int = 8, extra: int = 0) -> bytes:
+    header = np.zeros(HEADER_WORDS, dtype="<i4")
+    header[:3] = (magic, version, count)
+    return header.tobytes() + np.arange(count + extra, dtype="<u2").tobytes()
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> dict[str, Path]:
+    """A last.ckpt from a 2-step tiny CPU fit (with EMA) and a tiny exported artifact (with its config.json)."""
+    tmp = tmp_path_factory.mktemp("good")
+    L.seed_everything(0)
+    ckpt = ResumableCheckpoint(dirpath=tmp / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=1)
+    trainer = make_trainer(tmp, [EMA(decay=0.5), ckpt], max_steps=2, plugins=[SafeCheckpointIO()])
+    trainer.fit(tiny_module(), tiny_data())
+    return {"ckpt": tmp / "ckpt" / "last.ckpt", "artifact": write_artifact(tmp / "artifact"), "root": tmp}
+
+
+def make_inputs(tmp: Path, good: dict[str, Path]) -> dict[str, Path]:
+    """The bad files every row may point at (all under ``tmp``)."""
+    f = {}
+
+    def put(name: str, data: bytes) -> None:
+        f[name] = tmp / name
+        f[name].write_bytes(data)
+
+    put("empty", b"")
+    put("png", PNG)
+    put("json", json.dumps({"model": {"num_layers": 2}}).encode())
+    ckpt_bytes = good["ckpt"].read_bytes()
+    put("cut.ckpt", ckpt_bytes[: len(ckpt_bytes) // 2])
+    art_bytes = good["artifact"].read_bytes()
+    put("cut.ptz", art_bytes[: len(art_bytes) // 2])
+    corrupt = bytearray(art_bytes)
+    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 64] = bytes(64)
+    put("corrupt.ptz", bytes(corrupt))
+    f["marker"] = tmp / "pwned"
+    evil = tmp / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "payload": Marker(f["marker"])}, evil)
+    f["evil.ckpt"] = evil
+    put("no_hparams.ckpt", b"")
+    torch.save({"state_dict": {}}, f["no_hparams.ckpt"])
+    put("magic.bin", shard_bytes(magic=12345))
+    put("version.bin", shard_bytes(version=7))
+    put("size.bin", shard_bytes(count=8, extra=3))
+    put("short.bin", shard_bytes()[:100])
+    put("unknown_key.yaml", b"model:\n  num_layers: 2\n  not_a_field: 3\n")
+    put("wrong_type.yaml", b"model:\n  num_layers: two\n")
+    put("combo.yaml", b"model:\n  num_heads: 3\n")
+    put("docs.jsonl", b'{"txt": "no text key"}\n')
+    put("regular_file", b"a file, not a directory")
+    f["missing"] = tmp / "does_not_exist.bin"
+    f["dir"] = tmp / "a_directory"
+    f["dir"].mkdir()
+    f["under_file"] = tmp / "regular_file" / "out"
+    return f
+
+
+def snapshot(*roots: Path) -> dict[str, tuple]:
+    """Every file and directory under ``roots``: size, mtime and content hash of files; directories by presence.
+
+    A directory's own mtime is left out: building an output aside in a temporary sibling folder and removing it
+    on failure (``data tokenize``) touches the parent's mtime without creating or changing anything in it.
+    """
+    out = {}
+    for root in roots:
+        for p in [root, *root.rglob("*")]:
+            st = p.stat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            out[str(p)] = (st.st_size, st.st_mtime_ns, digest) if p.is_file() else (0, 0, digest)
+    return out
+
+
+def fit(*args: str) -> list[str]:
+    return ["fit", "--config", SMOKE, *args]
+
+
+def ev(artifact: str, *args: str) -> list[str]:
+    return ["eval", "--artifact", artifact, "--val_files", SAMPLE_VAL_FILES, *EVAL_DATA, *args]
+
+
+def ex(ckpt: str, *args: str) -> list[str]:
+    return ["export", "--ckpt", ckpt, *args]
+
+
+# (id, argv builder over the file map f (f["ckpt"]/f["artifact"] are the good ones), text the one-line message
+#  must hold, exit status if not 2: `golf-lit data` exits 1 on a reported error, 2 on a usage error)
+ROWS = [
+    # ---- fit: checkpoints to resume from
+    ("fit-hostile-ckpt", lambda f: fit("--ckpt_path", f["evil.ckpt"]), "evil.ckpt"),
+    ("fit-truncated-ckpt", lambda f: fit("--ckpt_path", f["cut.ckpt"]), "cut.ckpt"),
+    ("fit-empty-ckpt", lambda f: fit("--ckpt_path", f["empty"]), "empty"),
+    ("fit-png-ckpt", lambda f: fit("--ckpt_path", f["png"]), "png"),
+    ("fit-missing-ckpt", lambda f: fit("--ckpt_path", f["missing"]), "does_not_exist.bin"),
+    ("fit-dir-ckpt", lambda f: fit("--ckpt_path", f["dir"]), "a_directory"),
+    ("fit-last-without-ckpt", lambda f: fit("--ckpt_path", "last"), "no last.ckpt"),
+    # ---- fit: configs
+    ("fit-unknown-key", lambda f: fit("--model.xsa_lastn", "3"), "xsa_lastn"),
+    ("fit-wrong-type", lambda f: fit("--model.num_layers", "two"), "num_layers"),
+    ("fit-impossible-combo", lambda f: fit("--model.num_heads", "3"), "model.num_heads"),
+    ("fit-yaml-unknown-key", lambda f: fit("--config", f["unknown_key.yaml"]), "not_a_field"),
+    ("fit-yaml-wrong-type", lambda f: fit("--config", f["wrong_type.yaml"]), "num_layers"),
+    ("fit-yaml-impossible-combo", lambda f: fit("--config", f["combo.yaml"]), "model.num_heads"),
+    ("fit-missing-config", lambda f: ["fit", "--config", str(f["missing"])], "does_not_exist.bin"),
+    ("fit-png-config", lambda f: ["fit", "--config", str(f["png"])], "png"),
+    # ---- fit: shards and paths
+    ("fit-shard-wrong-magic", lambda f: fit("--data.train_files", f["magic.bin"]), "magic.bin"),
+    ("fit-shard-wrong-version", lambda f: fit("--data.train_files", f["version.bin"]), "version.bin"),
+    ("fit-shard-size-mismatch", lambda f: fit("--data.val_files", f["size.bin"]), "size.bin"),
+    ("fit-json-as-shard", lambda f: fit("--data.val_files", f["json"]), "json"),
+    ("fit-root-under-file", lambda f: fit("--trainer.default_root_dir", f["under_file"]), "regular_file/out"),
+    # ---- export
+    ("export-hostile-ckpt", lambda f: ex(f["evil.ckpt"], "--out", f["tmp"] / "o"), "evil.ckpt"),
+    ("export-truncated-ckpt", lambda f: ex(f["cut.ckpt"], "--out", f["tmp"] / "o"), "cut.ckpt"),
+    ("export-empty-ckpt", lambda f: ex(f["empty"], "--out", f["tmp"] / "o"), "empty"),
+    ("export-png-ckpt", lambda f: ex(f["png"], "--out", f["tmp"] / "o"), "png"),
+    ("export-json-ckpt", lambda f: ex(f["json"], "--out", f["tmp"] / "o"), "json"),
+    ("export-missing-ckpt", lambda f: ex(f["missing"], "--out", f["tmp"] / "o"), "does_not_exist.bin"),
+    ("export-dir-ckpt", lambda f: ex(f["dir"], "--out", f["tmp"] / "o"), "a_directory"),
+    ("export-ckpt-without-hparams", lambda f: ex(f["no_hparams.ckpt"], "--out", f["tmp"] / "o"), "no_hparams"),
+    ("export-out-under-file", lambda f: ex(f["ckpt"], "--out", f["under_file"]), "regular_file/out"),
+    ("export-bad-val-shard", lambda f: ex(f["ckpt"], "--out", f["tmp"] / "o", "--val_files", f["magic.bin"]),
+     "magic.bin"),
+    ("export-wrong-type", lambda f: ex(f["ckpt"], "--zstd_levels", "high"), "zstd_levels"),
+    ("export-unknown-option", lambda f: ex(f["ckpt"], "--bogus_flag", "1"), "bogus_flag"),
+    # ---- eval
+    ("eval-hostile-artifact", lambda f: ev(f["evil.ckpt"]), "evil.ckpt"),
+    ("eval-truncated-artifact", lambda f: ev(f["cut.ptz"]), "cut.ptz"),
+    ("eval-corrupt-artifact", lambda f: ev(f["corrupt.ptz"]), "corrupt.ptz"),
+    ("eval-empty-artifact", lambda f: ev(f["empty"]), "empty"),
+    ("eval-png-artifact", lambda f: ev(f["png"]), "png"),
+    ("eval-missing-artifact", lambda f: ev(f["missing"]), "does_not_exist.bin"),
+    ("eval-dir-artifact", lambda f: ev(f["dir"]), "a_directory"),
+    ("eval-shard-wrong-magic", lambda f: ev(f["artifact"], "--val_files", f["magic.bin"]), "magic.bin"),
+    ("eval-shard-wrong-version", lambda f: ev(f["artifact"], "--val_files", f["version.bin"]), "version.bin"),
+    ("eval-shard-size-mismatch", lambda f: ev(f["artifact"], "--val_files", f["size.bin"]), "size.bin"),
+    ("eval-shard-shorter-than-header", lambda f: ev(f["artifact"], "--val_files", f["short.bin"]), "short.bin"),
+    ("eval-png-as-shard", lambda f: ev(f["artifact"], "--val_files", f["png"]), "png"),
+    ("eval-png-tokenizer", lambda f: ev(f["artifact"], "--tokenizer", f["png"]), "png"),
+    ("eval-report-under-file", lambda f: ev(f["artifact"], "--report", f["under_file"] / "r.json"),
+     "regular_file/out"),
+    ("eval-wrong-type", lambda f: ev(f["artifact"], "--sliding.stride", "wide"), "stride"),
+    ("eval-unknown-option", lambda f: ev(f["artifact"], "--bogus_flag", "1"), "bogus_flag"),
+    ("eval-missing-config", lambda f: ["eval", "--config", str(f["missing"]), "--artifact", str(f["artifact"])],
+     "does_not_exist.bin"),
+    # ---- data
+    ("data-missing-docs", lambda f: ["data", "tokenize", "--docs", str(f["missing"]), "--tokenizer",
+                                     TOKENIZER, "--out", str(f["tmp"] / "o")], "does_not_exist.bin", 1),
+    ("data-png-docs", lambda f: ["data", "tokenize", "--docs", str(f["png"]), "--tokenizer", TOKENIZER,
+                                 "--out", str(f["tmp"] / "o"), "--workers", "1"], "png", 1),
+    ("data-docs-without-text", lambda f: ["data", "tokenize", "--docs", str(f["docs.jsonl"]), "--tokenizer",
+                                          TOKENIZER, "--out", str(f["tmp"] / "o"), "--workers", "1"],
+     "docs.jsonl", 1),
+    ("data-png-tokenizer", lambda f: ["data", "tokenize", "--docs", str(f["docs.jsonl"]), "--tokenizer",
+                                      str(f["png"]), "--out", str(f["tmp"] / "o"), "--workers", "1"], "png", 1),
+    ("data-out-under-file", lambda f: ["data", "tokenize", "--docs", str(f["docs.jsonl"]), "--tokenizer",
+                                       TOKENIZER, "--out", str(f["under_file"]), "--workers", "1"],
+     "regular_file/out", 1),
+    ("data-wrong-type", lambda f: ["data", "tokenize", "--docs", str(f["docs.jsonl"]), "--tokenizer",
+                                   TOKENIZER, "--shard-tokens", "many"], "shard-tokens"),
+    ("data-train-tokenizer-missing-docs", lambda f: ["data", "train-tokenizer", "--docs", str(f["missing"]),
+                                                     "--vocab-size", "256", "--out", str(f["tmp"] / "tok")],
+     "does_not_exist.bin", 1),
+]
+
+
+def run_cli(argv: list) -> int:
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse/jsonargparse usage errors
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+@pytest.mark.parametrize("argv, expect, status", [(*r[1:3], r[3] if len(r) > 3 else 2) for r in ROWS],
+                         ids=[r[0] for r in ROWS])
+def test_bad_input_is_one_line_names_it_and_touches_nothing(argv, expect, status, good, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    files = {**make_inputs(tmp_path, good), "ckpt": good["ckpt"], "artifact": good["artifact"], "tmp": tmp_path}
+    monkeypatch.chdir(work)  # smoke.yaml writes runs/smoke relative to here: nothing may appear
+    before = snapshot(tmp_path, good["root"])
+    code = run_cli(argv(files))
+    out, err = capsys.readouterr()
+    assert code == status, (code, err[-3000:])
+    assert "Traceback" not in out + err, err[-3000:]
+    lines = [ln for ln in err.strip().splitlines() if "error" in ln.lower()]
+    assert len(lines) == 1, err[-3000:]
+    assert expect in lines[0], err[-3000:]
+    assert not files["marker"].exists()
+    assert snapshot(tmp_path, good["root"]) == before
