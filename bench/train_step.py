@@ -38,7 +38,6 @@ import platform
 import time
 from pathlib import Path
 
-import lightning.pytorch as L
 import torch
 import yaml
 from golf_lit.callbacks import CompilePriming, WallClockLimit
@@ -52,9 +51,9 @@ from golf_lit.optim.config import OptimConfig
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
 
 try:  # `python bench/train_step.py` puts bench/ on the path; `python -m bench.train_step` needs the package form
-    from train_step_compare import add_compare_args, compare, print_compare, profile_plain
+    from train_step_compare import add_compare_args, bench_trainer, compare, print_compare, profile_plain
 except ImportError:
-    from bench.train_step_compare import add_compare_args, compare, print_compare, profile_plain
+    from bench.train_step_compare import add_compare_args, bench_trainer, compare, print_compare, profile_plain
 
 TINY = dict(
     num_layers=2, model_dim=128, num_heads=4, num_kv_heads=2, xsa_last_n=2, bigram_vocab_size=1024, bigram_dim=64
@@ -140,20 +139,7 @@ def run_variant(name: str, args, model_kw: dict, optim_kw: dict, packing: bool, 
         max_segment_len=seq_len,  # record: 2048-token segments in 98,304-token rows
     )
     clock = WallClockLimit(None)
-    trainer = L.Trainer(
-        accelerator="gpu" if cuda else "cpu",
-        devices=1,
-        precision="bf16-mixed" if cuda else "32-true",
-        max_steps=args.steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        callbacks=[CompilePriming(args.priming), clock],
-    )
+    trainer = bench_trainer(args.steps, [CompilePriming(args.priming), clock], cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()

@@ -74,12 +74,9 @@ def _sync(cuda: bool) -> None:
         torch.cuda.synchronize()
 
 
-def lightning_block(module, data, steps: int, cuda: bool, ema_decay: float) -> tuple[float, float | None]:
-    """ms/step (training clock) and peak GiB of ``steps`` optimizer steps through Lightning (+ EMA)."""
-    clock = WallClockLimit(None)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    trainer = L.Trainer(
+def bench_trainer(steps: int, callbacks: list, cuda: bool) -> L.Trainer:
+    """One device, bf16-mixed on a GPU, ``steps`` optimizer steps, only ``callbacks``: no logs, checkpoints or val."""
+    return L.Trainer(
         accelerator="gpu" if cuda else "cpu",
         devices=1,
         precision="bf16-mixed" if cuda else "32-true",
@@ -91,8 +88,16 @@ def lightning_block(module, data, steps: int, cuda: bool, ema_decay: float) -> t
         num_sanity_val_steps=0,
         limit_val_batches=0,
         use_distributed_sampler=False,
-        callbacks=[clock, EMA(ema_decay)],
+        callbacks=callbacks,
     )
+
+
+def lightning_block(module, data, steps: int, cuda: bool, ema_decay: float) -> tuple[float, float | None]:
+    """ms/step (training clock) and peak GiB of ``steps`` optimizer steps through Lightning (+ EMA)."""
+    clock = WallClockLimit(None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    trainer = bench_trainer(steps, [clock, EMA(ema_decay)], cuda)
     trainer.fit(module, data)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     return clock.elapsed_ms / steps, peak

@@ -87,8 +87,6 @@ class GolfLM(L.LightningModule):
         ``cu_seqlens``/``max_seqlen``: document packing (see ``GPT.forward``); pass the data's segment cap as
         ``max_seqlen`` so FlashAttention-3's varlen kernel is not scheduled for whole-row segments.
         """
-        if max_seqlen is None:
-            return self._forward(input_ids, cu_seqlens, targets)
         return self._forward(input_ids, cu_seqlens, targets, max_seqlen=max_seqlen)
 
     def compile_forms(self) -> list[bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,16 @@ def tiny_model_config() -> ModelConfig:
 def sample_luts():
     sp = load_tokenizer(resolve(SAMPLE_TOKENIZER))
     return build_byte_luts(sp, 1024)
+
+
+def write_artifact(folder: Path, cfg: ModelConfig, seed: int = 0) -> Path:
+    """A golf-lit artifact of a freshly initialised GPT(cfg) (seeded), with a config.json naming its model."""
+    from golf_lit.export import ARTIFACT_NAME
+    from golf_lit.model.gpt import GPT
+    from golf_lit.quant import save_artifact
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    save_artifact(GPT(cfg).state_dict(), folder / ARTIFACT_NAME, code_bytes=0)
+    (folder / "config.json").write_text(json.dumps({"model": cfg.to_dict()}))
+    return folder / ARTIFACT_NAME

@@ -18,10 +18,8 @@ from golf_lit.eval.evaluator import Evaluator, RankEvaluation
 from golf_lit.eval.report import timing_line
 from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.eval.strategies.sliding import Sliding
-from golf_lit.export import ARTIFACT_NAME
-from golf_lit.model.gpt import GPT
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
-from golf_lit.quant import save_artifact as export_artifact
+from tests.conftest import write_artifact
 
 MODEL = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,
                     bigram_vocab_size=0)
@@ -40,11 +38,7 @@ class FakeClock:
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("budget")
-    torch.manual_seed(0)
-    export_artifact(GPT(MODEL).state_dict(), folder / ARTIFACT_NAME, code_bytes=0)
-    (folder / "config.json").write_text(json.dumps({"model": MODEL.to_dict()}))
-    return folder / ARTIFACT_NAME
+    return write_artifact(tmp_path_factory.mktemp("budget"), MODEL)
 
 
 def test_budget_helper():

@@ -22,7 +22,7 @@ from golf_lit.export import main as export_main
 from golf_lit.model.gpt import GPT
 from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
 from golf_lit.quant import ArtifactError
-from golf_lit.quant import save_artifact as export_artifact
+from tests.conftest import write_artifact as write_random_artifact
 
 MODEL = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,
                     bigram_vocab_size=0)
@@ -31,11 +31,7 @@ DATA = ["--val_files", SAMPLE_VAL_FILES, "--tokenizer", SAMPLE_TOKENIZER, "--acc
 
 
 def write_artifact(folder: Path, cfg: ModelConfig = MODEL, seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    export_artifact(GPT(cfg).state_dict(), folder / ARTIFACT_NAME, code_bytes=0)
-    (folder / "config.json").write_text(json.dumps({"model": cfg.to_dict()}))
-    return folder / ARTIFACT_NAME
+    return write_random_artifact(folder, cfg, seed)
 
 
 @pytest.fixture(scope="module")

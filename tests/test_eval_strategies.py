@@ -4,11 +4,9 @@ strategy that does not score every position exactly once."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from golf_lit.config import ModelConfig
 from golf_lit.eval.cli import parse_config
@@ -20,10 +18,8 @@ from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.eval.strategies.sliding import Sliding
 from golf_lit.eval.strategies.ttt import TTTConfig
 from golf_lit.eval.sums import ScoreSums
-from golf_lit.export import ARTIFACT_NAME
-from golf_lit.model.gpt import GPT
 from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
-from golf_lit.quant import save_artifact as export_artifact
+from tests.conftest import write_artifact
 
 MODEL_CFG = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,
                         bigram_vocab_size=0)
@@ -33,11 +29,7 @@ ARGS = ["--val_files", SAMPLE_VAL_FILES, "--tokenizer", SAMPLE_TOKENIZER, "--acc
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("strategies")
-    torch.manual_seed(0)
-    export_artifact(GPT(MODEL_CFG).state_dict(), folder / ARTIFACT_NAME, code_bytes=0)
-    (folder / "config.json").write_text(json.dumps({"model": MODEL_CFG.to_dict()}))
-    return folder / ARTIFACT_NAME
+    return write_artifact(tmp_path_factory.mktemp("strategies"), MODEL_CFG)
 
 
 def test_registry_names_are_the_cli_strategies():

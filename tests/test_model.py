@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import math
 from pathlib import Path
 
@@ -197,20 +198,38 @@ def test_config_errors_name_the_key():
             ModelConfig(**kw)
 
 
-def test_model_package_imports_no_distributed_or_lightning():
-    root = Path(__file__).resolve().parents[1] / "golf_lit" / "model"
-    files = list(root.glob("*.py"))
+def _imported_modules(package: str) -> list[tuple[Path, str]]:
+    """(file, module) for every import under golf_lit/<package>, relative imports resolved to absolute names.
+
+    ``from a.b import c`` yields ``a.b`` and ``a.b.c`` (c may be a submodule).
+    """
+    golf_root = Path(__file__).resolve().parents[1]
+    files = list((golf_root / "golf_lit" / package).rglob("*.py"))
     assert files
+    found = []
     for path in files:
+        importer_pkg = ".".join(path.relative_to(golf_root).with_suffix("").parts[:-1])
         for node in ast.walk(ast.parse(path.read_text())):
-            names = []
             if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
+                found += [(path, a.name) for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-            for n in names:
-                assert not n.startswith(("lightning", "pytorch_lightning", "torch.distributed")), (path, n)
-                assert n != "torch.distributed" and "torch.distributed" not in n, (path, n)
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), importer_pkg) if node.level \
+                    else node.module or ""
+                found += [(path, base)] + [(path, f"{base}.{a.name}") for a in node.names]
+    return found
+
+
+def _within(name: str, roots: tuple[str, ...]) -> bool:
+    return any(name == r or name.startswith(r + ".") for r in roots)
+
+
+def test_model_package_imports_no_distributed_lightning_callbacks_or_eval():
+    forbidden = (
+        "lightning", "pytorch_lightning", "torch.distributed", "callbacks", "golf_lit.callbacks", "golf_lit.eval"
+    )
+    for path, name in _imported_modules("model"):
+        assert not _within(name, forbidden), (path, name)
+        assert "torch.distributed" not in name, (path, name)
 
 
 def test_gqa_attention_matches_repeated_kv_reference():
@@ -240,17 +259,5 @@ def test_seed_bf16_attention_option():
 
 def test_data_package_never_imports_eval():
     """golf_lit.data is below golf_lit.eval in the import graph (eval scores data; data knows nothing of eval)."""
-    root = Path(__file__).resolve().parents[1] / "golf_lit" / "data"
-    files = list(root.rglob("*.py"))
-    assert files
-    for path in files:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.ImportFrom):  # relative: from ..eval import x
-                names = ["golf_lit." + (node.module or "") if node.level == 2 else ""]
-            for n in names:
-                assert not n.startswith("golf_lit.eval") and n != "golf_lit.eval", (path, n)
+    for path, name in _imported_modules("data"):
+        assert not _within(name, ("golf_lit.eval",)), (path, name)

@@ -79,15 +79,20 @@ def test_newton_schulz_singular_values_in_band(shape):
     assert 0.6 < sv.min() and sv.max() < 1.2, (sv.min(), sv.max())
 
 
-def test_newton_schulz_is_the_quintic_on_singular_values():
-    # Independent fp64 reference: U p(p(p(p(p(S/||G||_F))))) V^T with p(s) = a s + b s^3 + c s^5.
+def quintic_reference() -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed 40x24 fp64 matrix G and the independent fp64 reference of 5 Newton-Schulz steps on it:
+    U p(p(p(p(p(S/||G||_F))))) V^T with p(s) = a s + b s^3 + c s^5."""
     g = torch.randn(40, 24, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     u, s, vh = torch.linalg.svd(g, full_matrices=False)
     s = s / g.norm()
     a, b, c = NS_COEFFICIENTS
     for _ in range(5):
         s = a * s + b * s**3 + c * s**5
-    expected = u @ torch.diag(s) @ vh
+    return g, u @ torch.diag(s) @ vh
+
+
+def test_newton_schulz_is_the_quintic_on_singular_values():
+    g, expected = quintic_reference()
     out = zeropower_newton_schulz(g)
     assert out.dtype == torch.bfloat16 and out.shape == g.shape
     assert rel_err(out.double(), expected) < 0.06  # bf16 rounding over 5 iterations is ~3.5%

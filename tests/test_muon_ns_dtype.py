@@ -10,9 +10,10 @@ import torch
 import golf_lit.optim.muon as muon_mod
 from golf_lit.model.gpt import GPT
 from golf_lit.optim.config import OptimConfig
-from golf_lit.optim.muon import NS_COEFFICIENTS, Muon, resolve_ns_dtype, zeropower_newton_schulz
+from golf_lit.optim.muon import Muon, resolve_ns_dtype, zeropower_newton_schulz
 from golf_lit.optim.param_groups import build_optimizers
 from tests.conftest import tiny_config
+from tests.test_muon import quintic_reference
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -37,13 +38,7 @@ def test_bad_values_are_named():
 def test_fp32_iteration_is_the_quintic_to_fp32_accuracy():
     # Same fp64 SVD reference as tests/test_muon.py; fp32 rounding over 5 iterations of 24x24 Gram products is
     # ~1e-6 relative, against ~3.5e-2 for bf16.
-    g = torch.randn(40, 24, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    u, s, vh = torch.linalg.svd(g, full_matrices=False)
-    s = s / g.norm()
-    a, b, c = NS_COEFFICIENTS
-    for _ in range(5):
-        s = a * s + b * s**3 + c * s**5
-    expected = u @ torch.diag(s) @ vh
+    g, expected = quintic_reference()
     out = zeropower_newton_schulz(g, dtype=torch.float32)
     assert out.dtype == torch.float32
     assert ((out.double() - expected).norm() / expected.norm()).item() < 1e-5

@@ -10,7 +10,8 @@ import torch
 from golf_lit.data.datamodule import GolfDataModule, TrainStream
 from golf_lit.data.packing import CU_SEQLENS_MULTIPLE, document_cu_seqlens, pad_cu_seqlens
 from golf_lit.data.shards import TokenStream
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
+from golf_lit.paths import SAMPLE_TRAIN_FILES, resolve
+from tests.test_train import tiny_data
 
 BOS = 1
 
@@ -141,20 +142,8 @@ def test_max_segment_len_cuts_long_documents():
 
 
 def sample_data(**kw) -> GolfDataModule:
-    args = dict(
-        train_files=SAMPLE_TRAIN_FILES,
-        val_files=SAMPLE_VAL_FILES,
-        tokenizer_path=SAMPLE_TOKENIZER,
-        train_batch_tokens=256,
-        train_seq_len=32,
-        grad_accum_steps=1,
-        val_batch_tokens=512,
-        val_max_tokens=1024,
-        document_packing=True,
-        max_segment_len=64,
-    )
-    args.update(kw)
-    return GolfDataModule(**args)
+    """The training tests' tiny data module on the bundled sample, with document packing on."""
+    return tiny_data(**{"document_packing": True, "max_segment_len": 64, **kw})
 
 
 def test_datamodule_serves_packed_batches_with_the_tokenizers_bos():
