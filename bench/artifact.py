@@ -11,7 +11,7 @@ for the higher levels to find, so the gain of 17/19/22 over 1/2 is smaller here 
 ``--trained-steps N`` then runs N optimizer steps (record optimizers, 4 x 256 tokens of the bundled sample).
 
 Every level compresses the same quantized payload (all int6, no demotion); the decompress column is the time of
-golf-lit's reader (:func:`golf_lit.quant.compression.decompress`).
+golf-lit's reader (:func:`golf_lit.artifact.compression.decompress`).
 
 ``--methods`` instead trains a small model (2 layers, width 320: its attention and MLP matrices are large enough to
 be quantized) for ``--steps`` steps of 8 x 256 tokens on the bundled sample (cached under runs/quant_bench/, not
@@ -32,18 +32,18 @@ from pathlib import Path
 import torch
 import zstandard
 
-from golf_lit.config import ModelConfig
+from golf_lit.artifact.code_bytes import count_code_bytes
+from golf_lit.artifact.compression import compress, decompress
+from golf_lit.artifact.container import deserialize, serialize
+from golf_lit.artifact.quantize import QuantConfig, quantize_state_dict
+from golf_lit.data.paths import SAMPLE_TRAIN_FILES, resolve
 from golf_lit.data.shards import TokenStream
 from golf_lit.io import atomic_write_json
-from golf_lit.losses import mean_nll
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
+from golf_lit.model.losses import mean_nll
 from golf_lit.optim.config import OptimConfig
 from golf_lit.optim.param_groups import build_optimizers
-from golf_lit.paths import SAMPLE_TRAIN_FILES, resolve
-from golf_lit.quant.code_bytes import count_code_bytes
-from golf_lit.quant.compression import compress, decompress
-from golf_lit.quant.container import deserialize, serialize
-from golf_lit.quant.quantize import QuantConfig, quantize_state_dict
 
 
 def _train(model: GPT, steps: int, seq_len: int = 256, seqs: int = 4) -> list[float]:
@@ -94,13 +94,13 @@ def _trained(steps: int, cache: Path) -> GPT:
 def methods_table(args: argparse.Namespace) -> None:
     from golf_lit.eval.standard import evaluate_standard
 
+    from golf_lit.artifact.budget import build_artifact
+    from golf_lit.artifact.calibrate import calibrate
+    from golf_lit.artifact.quantize import dequantize_state_dict
+    from golf_lit.artifact.records import parse_artifact
+    from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
     from golf_lit.data.shards import load_validation_tokens
     from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
-    from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
-    from golf_lit.quant.budget import build_artifact
-    from golf_lit.quant.calibrate import calibrate
-    from golf_lit.quant.quantize import dequantize_state_dict
-    from golf_lit.quant.records import parse_artifact
 
     packings = [p for p in args.packings.split(",") if p]
     model = _trained(args.steps, Path(args.cache))

@@ -29,15 +29,15 @@ import torch
 from golf_lit.eval.sliding import SlidingConfig, score_sliding
 from golf_lit.eval.ttt import TTTConfig, score_ttt
 
-from golf_lit.config import ModelConfig
 from golf_lit.data.byte_source import load_byte_source, target_bytes
 from golf_lit.data.encode import tokenize_documents
+from golf_lit.data.paths import SAMPLE_TOKENIZER, resolve
 from golf_lit.data.shards import TokenStream, load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.eval.phased_ttt import PhasedTTTConfig, score_phased_ttt, split_documents
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.paths import SAMPLE_TOKENIZER, resolve
 
 VAL_DOCS = Path(__file__).parents[1] / "tests" / "data" / "fineweb_val_docs.jsonl"
 

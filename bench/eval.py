@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from golf_lit.config import ModelConfig
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import find_shards, load_shard, load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig
@@ -36,8 +36,8 @@ from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.eval.strategies.sliding import SlidingConfig, Windows, score_sliding, score_windows, sliding_windows
 from golf_lit.eval.strategies.ttt import TestTimeTrainer, TTTConfig
 from golf_lit.io import atomic_write_json
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
 
 FULL_TARGETS = 62_021_632
 RANKS = 8

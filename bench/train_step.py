@@ -42,13 +42,13 @@ import torch
 import yaml
 from golf_lit.callbacks import CompilePriming, WallClockLimit
 
-from golf_lit.config import ModelConfig
 from golf_lit.data.datamodule import GolfDataModule
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
 from golf_lit.io import atomic_write_json
-from golf_lit.lit_module import GolfLM
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 from golf_lit.optim.config import OptimConfig
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
+from golf_lit.train.module import GolfLM
 
 try:  # `python bench/train_step.py` puts bench/ on the path; `python -m bench.train_step` needs the package form
     from train_step_compare import add_compare_args, bench_trainer, compare, print_compare, profile_plain

@@ -16,7 +16,7 @@ import torch
 from golf_lit.callbacks import EMA, WallClockLimit
 
 from golf_lit.data.datamodule import TrainStream
-from golf_lit.losses import mean_nll
+from golf_lit.model.losses import mean_nll
 from golf_lit.optim.muon import Muon
 from golf_lit.optim.param_groups import build_optimizers
 from golf_lit.optim.schedules import muon_momentum

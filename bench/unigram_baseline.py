@@ -17,9 +17,9 @@ import math
 import numpy as np
 import torch
 
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import find_shards, load_shard, load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
 
 
 def unigram_bpb(train: np.ndarray, val: torch.Tensor, luts, vocab_size: int) -> dict:

@@ -11,10 +11,10 @@ from golf_lit.callbacks.wallclock import find_clock
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from golf_lit.export import TrainingTime, export_model
-from golf_lit.fingerprint import fingerprint
-from golf_lit.outdirs import require_writable_dir
-from golf_lit.quant import QuantConfig
+from golf_lit.artifact import QuantConfig
+from golf_lit.io import require_writable_dir
+from golf_lit.runs.export import TrainingTime, export_model
+from golf_lit.runs.fingerprint import fingerprint
 
 
 def training_report(trainer: L.Trainer) -> dict:

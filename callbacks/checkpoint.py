@@ -14,7 +14,7 @@ class ResumableCheckpoint(ModelCheckpoint):
     ``max_steps`` end or the wall-clock cap) is lost; this callback saves it too, in ``on_train_epoch_end`` (before
     ``EMA`` swaps its weights in at ``on_train_end``), so resuming from it continues the run exactly. Every
     shipped config uses it with a periodic ``every_n_train_steps``. The file is written whole or not at all
-    when the trainer uses ``golf_lit.checkpoint.SafeCheckpointIO`` (the ``golf-lit`` CLI installs it).
+    when the trainer uses ``golf_lit.train.checkpoint.SafeCheckpointIO`` (the ``golf-lit`` CLI installs it).
 
     Example (YAML)::
 

@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from golf_lit.train.checkpoint import EMA_STATE_KEY, copy_weights_into, ema_weights_from_checkpoint
+
 
 class EMA(Callback):
     """Keeps ``ema <- decay * ema + (1 - decay) * w`` for every weight after every optimizer step.
@@ -41,7 +43,7 @@ class EMA(Callback):
         self._loaded: dict[str, torch.Tensor] | None = None
         self.applied = False
 
-    STATE_KEY = "EMA"
+    STATE_KEY = EMA_STATE_KEY
     """Key of this callback's state in a checkpoint's ``callbacks`` dict (one EMA per trainer)."""
 
     @property
@@ -93,8 +95,7 @@ class EMA(Callback):
     @classmethod
     def averaged_state_dict_from_checkpoint(cls, checkpoint: dict[str, Any]) -> dict[str, torch.Tensor] | None:
         """The averaged weights stored in a Lightning checkpoint dict (None when it was trained without EMA)."""
-        state = checkpoint.get("callbacks", {}).get(cls.STATE_KEY)
-        return state.get("shadow") if isinstance(state, dict) else None
+        return ema_weights_from_checkpoint(checkpoint)
 
     @staticmethod
     def copy_into(model: torch.nn.Module, averaged: dict[str, torch.Tensor]) -> None:
@@ -103,13 +104,7 @@ class EMA(Callback):
         Raises:
             ValueError: The names differ from the model's parameters.
         """
-        params = dict(model.named_parameters())
-        if set(params) != set(averaged):
-            missing, extra = sorted(set(params) - set(averaged)), sorted(set(averaged) - set(params))
-            raise ValueError(f"EMA weights do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(averaged[k].to(device=p.device, dtype=p.dtype))
+        copy_weights_into(model, averaged)
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -58,8 +58,8 @@ def run_lightning(argv: list[str]) -> int:
     from jsonargparse import set_docstring_parse_options
 
     from golf_lit.data.datamodule import GolfDataModule
-    from golf_lit.fit_cli import GolfCLI, alias_short_callback_paths
-    from golf_lit.lit_module import GolfLM
+    from golf_lit.train.cli import GolfCLI, alias_short_callback_paths
+    from golf_lit.train.module import GolfLM
 
     set_docstring_parse_options(attribute_docstrings=True)
     check_config_files(argv)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return eval_main(rest)
         if command == "export":
-            from golf_lit.export import main as export_main
+            from golf_lit.runs.export import main as export_main
 
             return export_main(rest)
         if command == "data":
@@ -102,17 +102,17 @@ def main(argv: list[str] | None = None) -> int:
 
             return data_main(rest)
         if command == "seeds":
-            from golf_lit.seeds import main as seeds_main
+            from golf_lit.runs.seeds import main as seeds_main
 
             return seeds_main(rest)
         if command == "submit":
-            from golf_lit.submit import main as submit_main
+            from golf_lit.runs.submit import main as submit_main
 
             return submit_main(rest)
         if command in ("ablate", "plot"):
             from importlib import import_module
 
-            return import_module(f"golf_lit.{command}").main(rest)
+            return import_module(f"golf_lit.runs.{command}").main(rest)
     except (ValueError, FileNotFoundError) as exc:  # bad config or input: the message names the key/file
         print(f"golf-lit {command}: error: {exc}", file=sys.stderr)
         return 2

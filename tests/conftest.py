@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from golf_lit.config import ModelConfig
+from golf_lit.data.paths import SAMPLE_TOKENIZER, resolve
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
-from golf_lit.paths import SAMPLE_TOKENIZER, resolve
+from golf_lit.model.config import ModelConfig
 
 # Real FineWeb text shipped with the tests (provenance: tests/data/NOTICE.md).
 TEST_DATA = Path(__file__).resolve().parent / "data"
@@ -44,9 +44,9 @@ def sample_luts():
 
 def write_artifact(folder: Path, cfg: ModelConfig, seed: int = 0) -> Path:
     """A golf-lit artifact of a freshly initialised GPT(cfg) (seeded), with a config.json naming its model."""
-    from golf_lit.export import ARTIFACT_NAME
+    from golf_lit.artifact import save_artifact
     from golf_lit.model.gpt import GPT
-    from golf_lit.quant import save_artifact
+    from golf_lit.runs.export import ARTIFACT_NAME
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from golf_lit.ablate import (
+from golf_lit.cli import main
+from golf_lit.runs.ablate import (
     DEFAULT_VARIANTS,
     derived_config,
     isolate_outputs,
@@ -20,7 +21,6 @@ from golf_lit.ablate import (
     parse_variants,
     summarize,
 )
-from golf_lit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"

@@ -1,4 +1,4 @@
-"""The artifact file (golf_lit/quant/*): budget search, size accounting, atomic writes, loading, errors."""
+"""The artifact file (golf_lit/artifact/*): budget search, size accounting, atomic writes, loading, errors."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import torch
 import zstandard
 
 import golf_lit.io
+from golf_lit.artifact.budget import ArtifactBudgetError, build_artifact, demotion_order
+from golf_lit.artifact.code_bytes import CodeBytes, count_code_bytes
+from golf_lit.artifact.container import serialize
+from golf_lit.artifact.errors import ArtifactError
+from golf_lit.artifact.quantize import QuantConfig, quantize_state_dict
+from golf_lit.artifact.records import load_artifact_state_dict, load_record_checkpoint, read_artifact
+from golf_lit.artifact.save import over_budget_path, write_artifact
+from golf_lit.artifact.save import save_artifact as export_artifact
 from golf_lit.model.gpt import GPT
-from golf_lit.quant.budget import ArtifactBudgetError, build_artifact, demotion_order
-from golf_lit.quant.code_bytes import CodeBytes, count_code_bytes
-from golf_lit.quant.container import serialize
-from golf_lit.quant.errors import ArtifactError
-from golf_lit.quant.quantize import QuantConfig, quantize_state_dict
-from golf_lit.quant.records import load_artifact_state_dict, load_record_checkpoint, read_artifact
-from golf_lit.quant.save import over_budget_path, write_artifact
-from golf_lit.quant.save import save_artifact as export_artifact
 from tests.conftest import tiny_config
 
 
@@ -142,11 +142,11 @@ def test_budget_boundary_is_inclusive() -> None:
 def test_code_bytes_auto_counts_utf8_bytes_of_scorer_files(tmp_path: Path) -> None:
     root = tmp_path / "golf_lit"
     for rel, text in {
-        "config.py": "x = 'é'\n",  # 9 bytes
+        "model/config.py": "x = 'é'\n",  # 9 bytes
         "model/gpt.py": "a = 1\n",  # 6
-        "quant/budget.py": "b = 2\n",  # 6
+        "artifact/budget.py": "b = 2\n",  # 6
         "eval/standard.py": "c = 3\n",  # 6
-        "lit_module.py": "training only\n",  # not counted
+        "train/module.py": "training only\n",  # not counted
         "optim/muon.py": "training only\n",  # not counted
     }.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -154,18 +154,18 @@ def test_code_bytes_auto_counts_utf8_bytes_of_scorer_files(tmp_path: Path) -> No
     counted = count_code_bytes("auto", package_root=root)
     assert counted.total == 27
     assert [p for p, _ in counted.files] == [
-        "golf_lit/config.py",
+        "golf_lit/artifact/budget.py",
         "golf_lit/eval/standard.py",
+        "golf_lit/model/config.py",
         "golf_lit/model/gpt.py",
-        "golf_lit/quant/budget.py",
     ]
 
 
 def test_code_bytes_sources() -> None:
     real = count_code_bytes()
     paths = [p for p, _ in real.files]
-    assert "golf_lit/model/gpt.py" in paths and "golf_lit/quant/budget.py" in paths
-    assert "golf_lit/lit_module.py" not in paths
+    assert "golf_lit/model/gpt.py" in paths and "golf_lit/artifact/budget.py" in paths
+    assert "golf_lit/train/module.py" not in paths
     assert real.total == sum(n for _, n in real.files) > 10_000
     assert count_code_bytes(88_901) == CodeBytes(88_901, "number")
     with pytest.raises(ValueError, match="quant.code_bytes.*nope.py"):
@@ -284,7 +284,7 @@ def _seed_format_file(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor], di
 
 def test_seed_format_artifact_loads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path, template, expected = _seed_format_file(tmp_path)
-    with caplog.at_level(logging.INFO, logger="golf_lit.quant.records"):
+    with caplog.at_level(logging.INFO, logger="golf_lit.artifact.records"):
         sd = load_record_checkpoint(path, template)
     assert "dropped blocks.0.attn.vr_lambda" in caplog.text
     model = GPT(tiny_config(**_BIG))
@@ -302,7 +302,7 @@ def test_record_state_dict_checkpoint_loads(tmp_path: Path, caplog: pytest.LogCa
     sd["blocks.0.attn.vr_lambda"] = torch.tensor([0.5, 0.5])
     path = tmp_path / "final_model.pt"
     torch.save(sd, path)
-    with caplog.at_level(logging.INFO, logger="golf_lit.quant.records"):
+    with caplog.at_level(logging.INFO, logger="golf_lit.artifact.records"):
         loaded = load_record_checkpoint(path, model.state_dict())
     assert "dropped blocks.0.attn.vr_lambda" in caplog.text
     fresh = GPT(tiny_config())

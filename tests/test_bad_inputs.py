@@ -18,10 +18,10 @@ import pytest
 import torch
 from golf_lit.callbacks import EMA, ResumableCheckpoint
 
-from golf_lit.checkpoint import SafeCheckpointIO
 from golf_lit.cli import main
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import HEADER_WORDS, SHARD_MAGIC, SHARD_VERSION
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+from golf_lit.train.checkpoint import SafeCheckpointIO
 
 from .test_checkpoint import Marker
 from .test_cli import ROOT

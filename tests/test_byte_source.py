@@ -14,13 +14,13 @@ import torch
 from golf_lit.data.byte_source import SidecarBytes, load_byte_source, target_bytes
 from golf_lit.data.datamodule import GolfDataModule
 from golf_lit.data.encode import tokenize_documents
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import load_shard, load_validation_tokens, write_shard
 from golf_lit.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.eval.scorer import Scorer
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
-from golf_lit.metrics import BitsPerByte
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+from golf_lit.train.metrics import BitsPerByte
 
 VAL_DOCS = Path(__file__).parent / "data" / "fineweb_val_docs.jsonl"
 

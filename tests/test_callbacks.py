@@ -25,7 +25,7 @@ from golf_lit.callbacks import (
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from golf_lit.export import ARTIFACT_NAME
+from golf_lit.runs.export import ARTIFACT_NAME
 
 from .test_train import make_trainer, tiny_data, tiny_module
 
@@ -318,9 +318,9 @@ def test_resumable_checkpoint_saves_every_n_steps_and_at_the_stop(tmp_path, monk
 
 def test_artifact_export_exports_the_ema_weights_in_either_order(tmp_path):
     """Listing ArtifactExport before EMA (the swapped YAML order) exports the same EMA weights, not the live ones."""
-    from golf_lit.config import ModelConfig
+    from golf_lit.artifact import load_artifact_state_dict
+    from golf_lit.model.config import ModelConfig
     from golf_lit.model.gpt import GPT
-    from golf_lit.quant import load_artifact_state_dict
 
     class Live(Callback):
         def on_train_batch_end(self, trainer, pl_module, *args) -> None:

@@ -10,11 +10,16 @@ import pytest
 import torch
 from golf_lit.callbacks import EMA, ResumableCheckpoint
 
-from golf_lit.checkpoint import CheckpointError, SafeCheckpointIO, load_checkpoint, resolve_resume_path
 from golf_lit.cli import main
-from golf_lit.export import load_checkpoint_model
-from golf_lit.lit_module import GolfLM
 from golf_lit.optim.config import OptimConfig
+from golf_lit.train.checkpoint import (
+    CheckpointError,
+    SafeCheckpointIO,
+    load_checkpoint,
+    load_checkpoint_model,
+    resolve_resume_path,
+)
+from golf_lit.train.module import GolfLM
 
 from .test_cli import ROOT
 from .test_train import TINY_MODEL, make_trainer, tiny_data, tiny_module
@@ -224,7 +229,7 @@ def test_unwritable_output_dirs_fail_before_work_in_one_line(tmp_path, capsys):
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only directories")
 def test_read_only_dir_is_named(tmp_path):
-    from golf_lit.outdirs import require_writable_dir
+    from golf_lit.io import require_writable_dir
 
     ro = tmp_path / "ro"
     ro.mkdir()

@@ -179,7 +179,7 @@ def test_console_launch_on_two_cpu_ranks(tmp_path):
         "--trainer.devices",
         "2",
         "--trainer.strategy.class_path",
-        "golf_lit.parallelism.GolfDDP",
+        "golf_lit.train.ddp.GolfDDP",
         "--trainer.max_steps",
         "2",
         "--trainer.val_check_interval",

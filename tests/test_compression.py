@@ -1,4 +1,4 @@
-"""Codecs of the artifact (golf_lit/quant/compression.py): bounded decompression, errors naming file and stream."""
+"""Codecs of the artifact (golf_lit/artifact/compression.py): bounded decompression, errors naming file and stream."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from golf_lit.quant.compression import decompress
-from golf_lit.quant.errors import ArtifactError
-from golf_lit.quant.records import read_artifact
+from golf_lit.artifact.compression import decompress
+from golf_lit.artifact.errors import ArtifactError
+from golf_lit.artifact.records import read_artifact
 
 BLOCK = 128 * 1024
 
@@ -74,12 +74,12 @@ import io  # noqa: E402
 
 import torch  # noqa: E402
 
-import golf_lit.quant.compression as compression  # noqa: E402
-from golf_lit.quant import pergroup  # noqa: E402
-from golf_lit.quant.budget import build_artifact  # noqa: E402
-from golf_lit.quant.packing import pack, read_container  # noqa: E402
-from golf_lit.quant.quantize import QuantConfig, quantize_state_dict  # noqa: E402
-from golf_lit.quant.records import parse_artifact  # noqa: E402
+import golf_lit.artifact.compression as compression  # noqa: E402
+from golf_lit.artifact import pergroup  # noqa: E402
+from golf_lit.artifact.budget import build_artifact  # noqa: E402
+from golf_lit.artifact.packing import pack, read_container  # noqa: E402
+from golf_lit.artifact.quantize import QuantConfig, quantize_state_dict  # noqa: E402
+from golf_lit.artifact.records import parse_artifact  # noqa: E402
 
 PACKINGS = ["brotli", "lzma", "pergroup"]
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 import yaml
 
-from golf_lit.checkpoint import load_checkpoint
-from golf_lit.config import ModelConfig
-from golf_lit.export import ARTIFACT_NAME
+from golf_lit.artifact import load_artifact_state_dict
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
-from golf_lit.quant import load_artifact_state_dict
+from golf_lit.runs.export import ARTIFACT_NAME
+from golf_lit.train.checkpoint import load_checkpoint
 
 from .test_train import TINY_MODEL
 

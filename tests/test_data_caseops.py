@@ -13,6 +13,7 @@ from golf_lit.data import caseops
 from golf_lit.data.caseops import ALLCAPS, CAPNEXT, ESC, TITLE
 from golf_lit.data.cli import main as data_main
 from golf_lit.data.encode import tokenize_documents
+from golf_lit.data.paths import resolve
 from golf_lit.data.shards import load_shard
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
@@ -100,8 +101,7 @@ def test_tokenizer_has_markers_as_pieces_4_to_7(caseops_tokenizer):
     assert [sp.piece_to_id(m) for m in caseops.MARKERS] == [4, 5, 6, 7]
     assert sp.is_byte(8) and sp.is_byte(263)
     assert caseops.is_caseops_tokenizer(sp)
-    assert not caseops.is_caseops_tokenizer(load_tokenizer(__import__("golf_lit.paths").paths.resolve(
-        "sample:tokenizers/fineweb_1024_bpe.model")))
+    assert not caseops.is_caseops_tokenizer(load_tokenizer(resolve("sample:tokenizers/fineweb_1024_bpe.model")))
     ids = sp.encode(caseops.encode("The NASA"), out_type=int)
     assert ids[0] == 4 and 5 in ids
 
@@ -154,7 +154,7 @@ def test_multibyte_char_is_charged_to_its_last_byte_piece(caseops_tokenizer, tmp
 
 
 def test_tokenize_refuses_mismatched_caseops_flag(caseops_tokenizer, tmp_path):
-    from golf_lit.paths import SAMPLE_TOKENIZER, resolve
+    from golf_lit.data.paths import SAMPLE_TOKENIZER, resolve
 
     docs = tmp_path / "d.jsonl"
     docs.write_text(json.dumps({"text": "Hi"}) + "\n")

@@ -13,8 +13,8 @@ import pytest
 
 from golf_lit.data import download as dl
 from golf_lit.data.cli import main as data_main
+from golf_lit.data.paths import resolve
 from golf_lit.data.shards import load_shard, read_shard_header, write_shard
-from golf_lit.paths import resolve
 
 REPO = "willdepueoai/parameter-golf"
 NUM_VAL, NUM_TRAIN = 1, 3

@@ -12,8 +12,8 @@ import sentencepiece as spm
 from golf_lit.data.cli import main as data_main
 from golf_lit.data.encode import check_uint16_vocab, encode_chunk, tokenize_documents
 from golf_lit.data.manifest import MANIFEST_NAME
+from golf_lit.data.paths import resolve
 from golf_lit.data.shards import load_shard, read_shard_header
-from golf_lit.paths import resolve
 from tests.conftest import TRAIN_DOCS, VAL_DOCS
 
 SAMPLE_TOKENIZER = resolve("sample:tokenizers/fineweb_1024_bpe.model")

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from lightning.fabric import Fabric
 
-from golf_lit.config import ModelConfig
+from golf_lit.artifact.errors import ArtifactError
 from golf_lit.data.cli import main as data_main
 from golf_lit.data.datamodule import GolfDataModule
 from golf_lit.data.encode import tokenize_documents
 from golf_lit.data.manifest import MANIFEST_NAME, ManifestError, file_sha256, verify_folder
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import read_shard_header, write_shard
 from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import RankEvaluation
 from golf_lit.eval.strategies.sliding import SlidingConfig
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
-from golf_lit.quant.errors import ArtifactError
+from golf_lit.model.config import ModelConfig
 
 TOKENIZER = resolve(SAMPLE_TOKENIZER)
 TEXTS = [f"Document number {i}: the quick brown fox jumps over the lazy dog {i * 7}." for i in range(24)]

@@ -10,9 +10,9 @@ import pytest
 import sentencepiece as spm
 
 from golf_lit.data.cli import main as data_main
+from golf_lit.data.paths import resolve
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.paths import resolve
 from tests.conftest import VAL_DOCS
 
 CHALLENGE_TOKENIZER = resolve("sample:tokenizers/fineweb_1024_bpe.model")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from golf_lit.config import ModelConfig
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
 from golf_lit.data.shards import write_shard
 from golf_lit.eval.budget import EvalBudget, EvalBudgetError
 from golf_lit.eval.cli import parse_config
@@ -18,7 +18,7 @@ from golf_lit.eval.evaluator import Evaluator, RankEvaluation
 from golf_lit.eval.report import timing_line
 from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.eval.strategies.sliding import Sliding
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
+from golf_lit.model.config import ModelConfig
 from tests.conftest import write_artifact
 
 MODEL = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,

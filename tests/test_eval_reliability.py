@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from golf_lit.config import ModelConfig
+from golf_lit.artifact import ArtifactError
+from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
 from golf_lit.eval import evaluator as evaluator_module
 from golf_lit.eval.cli import main, parse_config
 from golf_lit.eval.loading import artifact_data_defaults
 from golf_lit.eval.ngram import NgramStore
-from golf_lit.export import ARTIFACT_NAME, export_model
-from golf_lit.export import main as export_main
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
-from golf_lit.quant import ArtifactError
+from golf_lit.runs.export import ARTIFACT_NAME, export_model
+from golf_lit.runs.export import main as export_main
 from tests.conftest import write_artifact as write_random_artifact
 
 MODEL = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from golf_lit.config import ModelConfig
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
 from golf_lit.eval.cli import parse_config
 from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import Evaluator, build_strategies
@@ -18,7 +18,7 @@ from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.eval.strategies.sliding import Sliding
 from golf_lit.eval.strategies.ttt import TTTConfig
 from golf_lit.eval.sums import ScoreSums
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
+from golf_lit.model.config import ModelConfig
 from tests.conftest import write_artifact
 
 MODEL_CFG = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from golf_lit.config import ModelConfig
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.eval.cli import main, parse_config
 from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.loading import find_model_config, load_model, provenance
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ModelConfig(num_layers=2, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=2,
@@ -33,7 +33,7 @@ SMALL = ["--max_tokens", "1200", "--sliding.seq_len", "128", "--sliding.stride",
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Path:
     """A quantized artifact of a small random GPT with export's config.json beside it."""
-    from golf_lit.quant import save_artifact as export_artifact
+    from golf_lit.artifact import save_artifact as export_artifact
 
     out = tmp_path_factory.mktemp("art")
     torch.manual_seed(7)

@@ -10,13 +10,13 @@ import torch
 from golf_lit.callbacks import EMA, ArtifactExport
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from golf_lit.config import ModelConfig
-from golf_lit.export import ARTIFACT_NAME
-from golf_lit.export import main as export_main
-from golf_lit.lit_module import GolfLM
+from golf_lit.artifact import QuantConfig, load_artifact_state_dict
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 from golf_lit.optim.config import OptimConfig
-from golf_lit.quant import QuantConfig, load_artifact_state_dict
+from golf_lit.runs.export import ARTIFACT_NAME
+from golf_lit.runs.export import main as export_main
+from golf_lit.train.module import GolfLM
 
 from .test_train import TINY_MODEL, make_trainer, tiny_data
 
@@ -82,9 +82,9 @@ def test_export_errors_name_the_file(tmp_path):
 
 def test_over_budget_keeps_good_artifact(fitted, tmp_path):
     tmp, module, _ = fitted
-    from golf_lit.export import export_model
-    from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
-    from golf_lit.quant import ArtifactBudgetError
+    from golf_lit.artifact import ArtifactBudgetError
+    from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
+    from golf_lit.runs.export import export_model
 
     good = export_model(
         module.gpt,

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import golf_lit.data.shards as shards
-import golf_lit.export
-from golf_lit.export import ARTIFACT_NAME, TrainingTime, export_model
+import golf_lit.runs.export
+from golf_lit.artifact import QuantConfig, load_artifact_state_dict
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
 from golf_lit.model.gpt import GPT
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
-from golf_lit.quant import QuantConfig, load_artifact_state_dict
+from golf_lit.runs.export import ARTIFACT_NAME, TrainingTime, export_model
 from tests.conftest import tiny_config
 
 QUANT = dict(gptq=True, sdclip=True, embed_bits=7, gptq_calibration_batches=2, gptq_calibration_tokens=256,
@@ -25,7 +25,7 @@ def _export(tmp_path, monkeypatch, training_time: TrainingTime, delay: float):
     model = GPT(tiny_config(vocab_size=1024, model_dim=128, bigram_vocab_size=0))
     val = {str(p) for p in shards.find_shards(resolve(SAMPLE_VAL_FILES))}
     state = {"calibrating": False, "files": []}
-    real_load, real_calibrate = shards.load_shard, golf_lit.export.calibrate
+    real_load, real_calibrate = shards.load_shard, golf_lit.runs.export.calibrate
 
     def guarded_load(path):
         if state["calibrating"]:
@@ -41,7 +41,7 @@ def _export(tmp_path, monkeypatch, training_time: TrainingTime, delay: float):
             state["calibrating"] = False
 
     monkeypatch.setattr(shards, "load_shard", guarded_load)
-    monkeypatch.setattr(golf_lit.export, "calibrate", slow_calibrate)
+    monkeypatch.setattr(golf_lit.runs.export, "calibrate", slow_calibrate)
     lines: list[str] = []
     report = export_model(
         model, tmp_path, quant=QuantConfig(**QUANT), val_files=SAMPLE_VAL_FILES, tokenizer_path=SAMPLE_TOKENIZER,

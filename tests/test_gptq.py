@@ -1,4 +1,4 @@
-"""GPTQ, SDClip, LQER, quantized gates (golf_lit/quant/gptq.py, calibrate.py, lqer.py; docs/top-stack.md §5)."""
+"""GPTQ, SDClip, LQER, quantized gates (golf_lit/artifact/gptq.py, calibrate.py, lqer.py; docs/top-stack.md §5)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import golf_lit.data.shards as shards
+from golf_lit.artifact import lqer
+from golf_lit.artifact.calibrate import calibration_batches, collect_hessians
+from golf_lit.artifact.gptq import amax_scales, gptq_quantize, quantize_rtn, sdclip_scales
+from golf_lit.artifact.quantize import QuantConfig, dequantize_state_dict, quantize_state_dict, tensor_format
+from golf_lit.data.paths import SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
 from golf_lit.model.gpt import GPT
-from golf_lit.paths import SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
-from golf_lit.quant import lqer
-from golf_lit.quant.calibrate import calibration_batches, collect_hessians
-from golf_lit.quant.gptq import amax_scales, gptq_quantize, quantize_rtn, sdclip_scales
-from golf_lit.quant.quantize import QuantConfig, dequantize_state_dict, quantize_state_dict, tensor_format
 from tests.conftest import tiny_config
 
 

@@ -8,8 +8,8 @@ import torch
 from golf_lit.callbacks import ArtifactExport, CompilePriming, LoopingSwitch, WallClockLimit
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from golf_lit.lit_module import GolfLM
 from golf_lit.optim.config import OptimConfig
+from golf_lit.train.module import GolfLM
 
 from .test_train import TINY_MODEL, Recorder, make_trainer, tiny_data
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from golf_lit.config import ModelConfig
 from golf_lit.model.attention import exclusive_self_attention
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT, BigramHash
 from golf_lit.model.layers import Rotary, apply_rotary
 

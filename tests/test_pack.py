@@ -9,12 +9,12 @@ import re
 import pytest
 import torch
 
-from golf_lit.config import ModelConfig
-from golf_lit.export import ARTIFACT_NAME, export_model
+from golf_lit.artifact import QuantConfig
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.pack.build import PACKED_NAME, build_packed, minify, scorer_modules
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
-from golf_lit.quant import QuantConfig
+from golf_lit.runs.export import ARTIFACT_NAME, export_model
+from golf_lit.runs.pack.build import PACKED_NAME, build_packed, minify, scorer_modules
 
 from .isolated import make_site, run_isolated
 from .test_train import TINY_MODEL
@@ -22,16 +22,16 @@ from .test_train import TINY_MODEL
 
 def test_traced_modules_are_what_a_scorer_needs():
     mods = scorer_modules()
-    for name in ("golf_lit", "golf_lit.pack.entry", "golf_lit.model.gpt", "golf_lit.model.attention",
-                 "golf_lit.quant", "golf_lit.quant.records", "golf_lit.quant.quantize",
+    for name in ("golf_lit", "golf_lit.runs.pack.entry", "golf_lit.model.gpt", "golf_lit.model.attention",
+                 "golf_lit.artifact", "golf_lit.artifact.records", "golf_lit.artifact.quantize",
                  "golf_lit.eval.strategies.roundtrip", "golf_lit.eval.sums", "golf_lit.bpb", "golf_lit.data.shards",
                  "golf_lit.data.tokenizer"):
         assert name in mods, name
     # training code and modules that import lightning / torchmetrics are not reached
-    for name in ("golf_lit.lit_module", "golf_lit.metrics", "golf_lit.eval.evaluator", "golf_lit.export",
-                 "golf_lit.optim", "golf_lit.pack.build"):
+    for name in ("golf_lit.train.module", "golf_lit.train.metrics", "golf_lit.eval.evaluator", "golf_lit.runs.export",
+                 "golf_lit.optim", "golf_lit.runs.pack.build"):
         assert name not in mods, name
-    assert mods["golf_lit.quant"][1] and not mods["golf_lit.quant.records"][1]  # package flags
+    assert mods["golf_lit.artifact"][1] and not mods["golf_lit.artifact.records"][1]  # package flags
 
 
 def test_tracer_follows_relative_lazy_and_submodule_imports(tmp_path):
@@ -128,7 +128,7 @@ def test_packed_file_alone_reproduces_the_roundtrip_score(packed_export, tmp_pat
 def test_packed_file_missing_a_traced_module_fails(packed_export, tmp_path, monkeypatch):
     """Broken variant: drop one traced module from the pack and the file no longer runs alone."""
     out, _, site = packed_export
-    import golf_lit.pack.build as build
+    import golf_lit.runs.pack.build as build
 
     full = build.scorer_modules
     monkeypatch.setattr(build, "scorer_modules", lambda *a, **k: {

@@ -9,8 +9,8 @@ import torch
 
 from golf_lit.data.datamodule import GolfDataModule, TrainStream
 from golf_lit.data.packing import CU_SEQLENS_MULTIPLE, document_cu_seqlens, pad_cu_seqlens
+from golf_lit.data.paths import SAMPLE_TRAIN_FILES, resolve
 from golf_lit.data.shards import TokenStream
-from golf_lit.paths import SAMPLE_TRAIN_FILES, resolve
 from tests.test_train import tiny_data
 
 BOS = 1
@@ -170,8 +170,8 @@ def test_lit_module_passes_cu_seqlens_to_the_model(tmp_path):
     import lightning.pytorch as L
     from golf_lit.callbacks import CompilePriming
 
-    from golf_lit.lit_module import GolfLM
     from golf_lit.optim.config import OptimConfig
+    from golf_lit.train.module import GolfLM
 
     L.seed_everything(0)
     module = GolfLM(

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from golf_lit.config import ModelConfig
+from golf_lit.model.config import ModelConfig
 from golf_lit.optim.config import OptimConfig
 from golf_lit.optim.muon import NS_COEFFICIENTS, POLAR_EXPRESS_COEFFICIENTS, Muon
 from golf_lit.optim.param_groups import build_optimizers, build_param_groups

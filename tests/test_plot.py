@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from golf_lit.cli import main
-from golf_lit.plot import MISSING_MATPLOTLIB, default_labels, find_metrics, read_metrics, to_time
+from golf_lit.runs.plot import MISSING_MATPLOTLIB, default_labels, find_metrics, read_metrics, to_time
 
 # The shape Lightning's CSVLogger writes for golf-lit (one row per logging call, empty cells elsewhere).
 CSV = """epoch,lr-Muon,step,train/loss,train/lr_mult,train/time_ms,val/bpb,val/loss

@@ -1,13 +1,11 @@
-"""Quantizers and the state-dict format (golf_lit/quant/quantize.py): hand-computed rows, the record table, bounds."""
+"""Quantizers and the state-dict format (golf_lit/artifact/quantize.py): hand-computed rows, the record table, bounds."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from golf_lit.config import ModelConfig
-from golf_lit.model.gpt import GPT
-from golf_lit.quant.quantize import (
+from golf_lit.artifact.quantize import (
     GPTQ_LITE_PERCENTILES,
     QuantConfig,
     QuantStateError,
@@ -21,6 +19,8 @@ from golf_lit.quant.quantize import (
     quantize_tensor,
     tensor_format,
 )
+from golf_lit.model.config import ModelConfig
+from golf_lit.model.gpt import GPT
 from tests.conftest import tiny_config
 
 # fp16 values worked out by hand: fp16 has 10 mantissa bits, so in [2^e, 2^(e+1)) the step is 2^(e-10).

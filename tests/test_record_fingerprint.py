@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from golf_lit.config import ModelConfig
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 
 FINGERPRINT = Path(__file__).parent / "data" / "record_fingerprint.json"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from golf_lit.data.paths import SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import (
     HEADER_BYTES,
     ShardError,
@@ -16,7 +17,6 @@ from golf_lit.data.shards import (
     read_shard_header,
     write_shard,
 )
-from golf_lit.paths import SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES, resolve
 
 
 def test_write_read_roundtrip(tmp_path):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from golf_lit.stats import (
+from golf_lit.runs.stats import (
     betainc,
     bpb_to_nats_per_token,
     improvement_test,

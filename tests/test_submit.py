@@ -16,14 +16,14 @@ import yaml
 from golf_lit.callbacks import WallClockLimit
 from golf_lit.callbacks.artifact import training_report
 
+from golf_lit.artifact import count_code_bytes
 from golf_lit.cli import main
-from golf_lit.pack.build import PACKED_NAME
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
-from golf_lit.quant import count_code_bytes
-from golf_lit.runs import Run, config_difference, load_run
-from golf_lit.seeds import baseline_values, seed_config
-from golf_lit.stats import improvement_test, mean, nats_per_token_to_bpb, std
-from golf_lit.submit import training_overrun
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+from golf_lit.runs.pack.build import PACKED_NAME
+from golf_lit.runs.rundir import Run, config_difference, load_run
+from golf_lit.runs.seeds import baseline_values, seed_config
+from golf_lit.runs.stats import improvement_test, mean, nats_per_token_to_bpb, std
+from golf_lit.runs.submit import training_overrun
 
 from .isolated import make_site, run_isolated
 

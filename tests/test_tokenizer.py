@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import load_shard
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
-from golf_lit.metrics import BitsPerByte, bpb_from_sums
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+from golf_lit.train.metrics import BitsPerByte, bpb_from_sums
 from tests.conftest import VAL_DOCS
 
 

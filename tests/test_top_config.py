@@ -61,7 +61,7 @@ def test_top_model_size():
     """The TOP shape has 35,945,671 parameters less the 48 unused parallel lambdas of blocks 0-7."""
     import yaml
 
-    from golf_lit.config import ModelConfig
+    from golf_lit.model.config import ModelConfig
     from golf_lit.model.gpt import GPT
 
     fields = yaml.safe_load((ROOT / "configs" / "top.yaml").read_text())["model"]

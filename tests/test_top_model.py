@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from golf_lit.config import ModelConfig
-from golf_lit.losses import mean_nll, softcapped_cross_entropy
+from golf_lit.artifact.quantize import tensor_format
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 from golf_lit.model.layers import Rotary, rms_norm
+from golf_lit.model.losses import mean_nll, softcapped_cross_entropy
 from golf_lit.model.names import is_control
 from golf_lit.optim.config import OptimConfig
 from golf_lit.optim.param_groups import build_param_groups
-from golf_lit.quant.quantize import tensor_format
 
 from .conftest import tiny_config
 

@@ -9,9 +9,9 @@ from golf_lit.callbacks import EMA, CompilePriming, RecordLog, WallClockLimit, W
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from golf_lit.data.datamodule import GolfDataModule
-from golf_lit.lit_module import GolfLM
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
 from golf_lit.optim.config import OptimConfig
-from golf_lit.paths import SAMPLE_TOKENIZER, SAMPLE_TRAIN_FILES, SAMPLE_VAL_FILES
+from golf_lit.train.module import GolfLM
 
 TINY_MODEL = dict(
     vocab_size=1024,

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from golf_lit.config import ModelConfig
+from golf_lit.artifact import QuantConfig, load_artifact_state_dict
+from golf_lit.artifact import save_artifact as export_artifact
 from golf_lit.data.encode import tokenize_documents
 from golf_lit.data.shards import load_shard, load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.quant import QuantConfig, load_artifact_state_dict
-from golf_lit.quant import save_artifact as export_artifact
 from tests.conftest import TRAIN_DOCS, VAL_DOCS
 
 

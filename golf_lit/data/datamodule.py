@@ -9,9 +9,9 @@ from torch.utils.data import DataLoader, IterableDataset
 from golf_lit.data.byte_source import ByteSource, SidecarBytes, load_byte_source
 from golf_lit.data.manifest import check_dataset
 from golf_lit.data.packing import document_cu_seqlens, pad_cu_seqlens
+from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_TRAIN_FILES, DEFAULT_VAL_FILES, resolve
 from golf_lit.data.shards import TokenStream, load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
-from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_TRAIN_FILES, DEFAULT_VAL_FILES, resolve
 from golf_lit.ranks import rank_range
 
 

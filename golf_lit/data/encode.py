@@ -33,7 +33,7 @@ import numpy as np
 
 from golf_lit.data.manifest import MANIFEST_NAME, write_manifest
 from golf_lit.data.shards import MAX_TOKEN_ID, SIDECAR_PREFIX, write_shard
-from golf_lit.outdirs import require_writable_dir
+from golf_lit.io import require_writable_dir
 
 DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
 DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (docs/record-stack.md §2.1)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from golf_lit.config import ModelConfig
+from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
 from golf_lit.eval.phased_ttt import PhasedTTTConfig
 from golf_lit.eval.strategies import REGISTRY
 from golf_lit.eval.strategies.sliding import SlidingConfig
 from golf_lit.eval.strategies.ttt import TTTConfig
-from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES
+from golf_lit.model.config import ModelConfig
 
 DEFAULT_EVAL_BUDGET_SECONDS = 600.0
 """The challenge's evaluation limit: 10 minutes on 8xH100."""

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from golf_lit.data.byte_source import load_byte_source
 from golf_lit.data.manifest import check_dataset
+from golf_lit.data.paths import resolve
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
@@ -39,7 +40,6 @@ from golf_lit.eval.report import (
 from golf_lit.eval.scorer import MODEL
 from golf_lit.eval.strategies import REGISTRY, EvalContext, Strategy
 from golf_lit.eval.sums import ScoreSums
-from golf_lit.paths import resolve
 
 _WEIGHT_DTYPES = {"64-true": torch.float64, "64": torch.float64, "bf16-true": torch.bfloat16, "16-true": torch.float16}
 _AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}

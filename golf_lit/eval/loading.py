@@ -10,9 +10,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from golf_lit.config import ModelConfig
+from golf_lit.data.paths import resolve
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.paths import resolve
 
 MODEL_CONFIG_FILES = ("config.json", "config.yaml")
 WRITTEN_BY = "golf-lit"
@@ -111,10 +111,10 @@ def load_model(artifact: str | Path, cfg: ModelConfig) -> GPT:
     """A GPT with the artifact's (dequantized) weights, on the CPU in fp32.
 
     Raises:
-        golf_lit.quant.ArtifactError: naming the file, for anything that is not an artifact or a plain
+        golf_lit.artifact.ArtifactError: naming the file, for anything that is not an artifact or a plain
             state dict of tensors (files holding other Python objects are refused, never unpickled).
     """
-    from golf_lit.quant import ArtifactError, load_record_checkpoint
+    from golf_lit.artifact import ArtifactError, load_record_checkpoint
 
     model = GPT(cfg)
     try:

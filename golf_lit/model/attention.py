@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf_lit.config import ModelConfig
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
 
 

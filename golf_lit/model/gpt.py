@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf_lit.config import ModelConfig
-from golf_lit.losses import mean_nll, softcapped_cross_entropy
 from golf_lit.model.attention import CausalSelfAttention, Segments
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.layers import CastedLinear, rms_norm, segment_positions
+from golf_lit.model.losses import mean_nll, softcapped_cross_entropy
 
 
 class SmearGate(nn.Module):

@@ -1,4 +1,13 @@
-"""Optimizers of the record recipe: Muon, the parameter-group split and the lr/momentum schedules."""
+"""Stage 3, optimizers of the record recipe: Muon, the parameter-group split and the lr/momentum schedules.
+
+One job per module:
+    config.py        ``OptimConfig``
+    muon.py          Muon (fixed-coefficient and Polar-Express Newton-Schulz, MuonEq-R row normalization)
+    param_groups.py  which parameter goes to Muon or which AdamW, with lr/wd/betas
+    schedules.py     lr warmdown multipliers and the Muon momentum ramp
+
+Imports torch only (and the model's parameter names); never lightning, eval or later stages.
+"""
 
 from golf_lit.optim.config import OptimConfig
 from golf_lit.optim.muon import POLAR_EXPRESS_COEFFICIENTS, Muon, row_normalize, zeropower_newton_schulz

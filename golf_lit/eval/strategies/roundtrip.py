@@ -16,7 +16,7 @@ from golf_lit.data.byte_source import ByteSource
 from golf_lit.eval.scorer import MODEL
 from golf_lit.eval.strategies.base import EvalContext, Strategy
 from golf_lit.eval.sums import ScoreSums
-from golf_lit.losses import token_nll
+from golf_lit.model.losses import token_nll
 from golf_lit.ranks import rank_range
 
 if TYPE_CHECKING:

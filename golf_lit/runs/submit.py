@@ -1,6 +1,6 @@
 """``golf-lit submit RUN_DIR... --out records/<date>_<name>/``: the folder a challenge pull request needs.
 
-From finished seed runs (layout in :mod:`golf_lit.runs`, e.g. written by ``golf-lit seeds``) it assembles:
+From finished seed runs (layout in :mod:`golf_lit.runs.rundir`, e.g. written by ``golf-lit seeds``) it assembles:
 
 - ``final_model_seed<S>.int6.ptz``: each seed's artifact;
 - the code the artifact is scored with: ``packed_eval.py`` (code convention ``packed``) or ``code/golf_lit/...``
@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import golf_lit
-from golf_lit.fingerprint import describe, fingerprint, git_commit
 from golf_lit.io import atomic_write_json, atomic_write_text
-from golf_lit.runs import Run, RunError, check_same_config, dump_config, load_run
-from golf_lit.seeds import (
+from golf_lit.runs.fingerprint import describe, fingerprint, git_commit
+from golf_lit.runs.rundir import Run, RunError, check_same_config, dump_config, load_run
+from golf_lit.runs.seeds import (
     CHALLENGE_ALPHA,
     CHALLENGE_DELTA_NATS,
     baseline_values,

@@ -1,15 +1,10 @@
-"""How work splits across ranks: each rank's contiguous share of items, and the DDP strategy used for training."""
+"""The DDP strategy used for training (how work splits across ranks is :func:`golf_lit.ranks.rank_range`)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from lightning.pytorch.strategies import DDPStrategy
-
-
-def rank_range(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Contiguous share ``[start, end)`` of ``total`` items for ``rank`` (the seed's split)."""
-    return (total * rank) // world_size, (total * (rank + 1)) // world_size
 
 
 class GolfDDP(DDPStrategy):

@@ -14,21 +14,21 @@ from typing import Any
 
 import torch
 
+from golf_lit.artifact import CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
+from golf_lit.artifact.budget import attempt_name
+from golf_lit.artifact.calibrate import calibrate
 from golf_lit.cli import normalize_options
-from golf_lit.config import ModelConfig
 from golf_lit.data.byte_source import load_byte_source
+from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.loading import provenance
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
-from golf_lit.io import atomic_write_bytes, atomic_write_json
+from golf_lit.io import atomic_write_bytes, atomic_write_json, require_writable_dir
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.outdirs import require_writable_dir
-from golf_lit.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
-from golf_lit.quant import CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
-from golf_lit.quant.budget import attempt_name
-from golf_lit.quant.calibrate import calibrate
+from golf_lit.train.checkpoint import load_checkpoint_model
 
 ARTIFACT_NAME = "final_model.int6.ptz"
 
@@ -49,7 +49,7 @@ def _code_bytes(quant: QuantConfig, cfg: ModelConfig, seq_len: int, out: Path, r
     if spec != "packed":
         convention = CODE_CONVENTIONS.get(spec) if isinstance(spec, str) else "number"
         return None, convention or "file"
-    from golf_lit.pack.build import PACKED_NAME, build_packed
+    from golf_lit.runs.pack.build import PACKED_NAME, build_packed
 
     packed = build_packed(cfg, seq_len)
     atomic_write_bytes(out / PACKED_NAME, packed.script)
@@ -141,7 +141,7 @@ def export_model(
         The report written to ``submission.json``.
 
     Raises:
-        golf_lit.quant.ArtifactBudgetError: No variant fits; the last blob is kept under an over-budget name.
+        golf_lit.artifact.ArtifactBudgetError: No variant fits; the last blob is kept under an over-budget name.
     """
     quant = quant or QuantConfig()
     out = Path(out_dir)
@@ -221,44 +221,6 @@ def export_model(
                                             "quant": quant.to_dict(), **(extra_config or {})})
     return report
 
-
-def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[GPT, dict[str, Any]]:
-    """Rebuild the GPT from a golf-lit Lightning checkpoint (EMA weights when the checkpoint has them).
-
-    The file is loaded with ``weights_only=True`` (``golf_lit.checkpoint.load_checkpoint``) and the module is
-    rebuilt by ``GolfLM.load_from_checkpoint``; the EMA weights come from ``EMA.averaged_state_dict_from_checkpoint``.
-
-    Returns:
-        ``(model, checkpoint)``.
-
-    Raises:
-        FileNotFoundError: No such file.
-        ValueError: The file is corrupt, truncated, refused by the safe loader, or not a golf-lit checkpoint.
-    """
-    from golf_lit.callbacks.ema import EMA
-    from golf_lit.checkpoint import SAFE_GLOBALS, load_checkpoint
-    from golf_lit.lit_module import GolfLM
-
-    path = Path(ckpt_path)
-    ckpt = load_checkpoint(path)
-    hp = ckpt.get("hyper_parameters")
-    weights = ckpt.get("state_dict")
-    if not isinstance(hp, dict) or not isinstance(weights, dict) or not any(k.startswith("gpt.") for k in weights):
-        raise ValueError(f"{path}: not a golf-lit checkpoint (no GolfLM hyper_parameters / gpt.* weights)")
-    try:
-        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            module = GolfLM.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except (TypeError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a golf-lit checkpoint this version can rebuild ({first})") from None
-    model = module.gpt
-    averaged = EMA.averaged_state_dict_from_checkpoint(ckpt) if use_ema else None
-    if averaged:
-        try:
-            EMA.copy_into(model, averaged)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-    return model, ckpt
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from golf_lit.quant.compression import encode, have_brotli, have_lrzip
-from golf_lit.quant.container import deserialize, serialize
-from golf_lit.quant.errors import ArtifactError
+from golf_lit.artifact.compression import encode, have_brotli, have_lrzip
+from golf_lit.artifact.container import deserialize, serialize
+from golf_lit.artifact.errors import ArtifactError
 
 REORDER = ("tok_emb.weight", "attn.c_q.weight", "mlp.fc.weight")
 """Roles whose rows are reordered (TOP: tok_emb, c_q, mlp.fc)."""

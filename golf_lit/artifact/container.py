@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from golf_lit.quant.errors import ArtifactError
+from golf_lit.artifact.errors import ArtifactError
 
 
 def serialize(w: Mapping[str, Tensor], m: Mapping[str, Any]) -> bytes:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from torch import Tensor
 
+from golf_lit.artifact.budget import ArtifactBudgetError, ArtifactResult, attempt_name, build_artifact
+from golf_lit.artifact.code_bytes import CodeBytes, count_code_bytes
+from golf_lit.artifact.quantize import QuantConfig
 from golf_lit.io import atomic_write_bytes
-from golf_lit.quant.budget import ArtifactBudgetError, ArtifactResult, attempt_name, build_artifact
-from golf_lit.quant.code_bytes import CodeBytes, count_code_bytes
-from golf_lit.quant.quantize import QuantConfig
 
 
 def over_budget_path(path: str | Path) -> Path:
@@ -48,7 +48,7 @@ def save_artifact(
         path: Artifact path, e.g. ``out/final_model.int6.ptz``.
         cfg: Options; defaults to QuantConfig().
         code_bytes: Code bytes; default ``count_code_bytes(cfg.code_bytes)``.
-        compressor: See :func:`golf_lit.quant.budget.build_artifact`.
+        compressor: See :func:`golf_lit.artifact.budget.build_artifact`.
         hessians: Calibration Hessians for ``cfg.gptq``.
 
     Returns:

@@ -10,13 +10,16 @@ import pickle
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
 
 from golf_lit.io import atomic_write
+
+if TYPE_CHECKING:
+    from golf_lit.model.gpt import GPT
 
 SAFE_GLOBALS: tuple[Any, ...] = ()
 """Types a golf-lit checkpoint may hold beyond what ``weights_only=True`` already allows (tensors, dicts, lists,
@@ -113,3 +116,66 @@ def resolve_resume_path(ckpt_path: str | None, dirpaths: list[Path]) -> str | No
     raise FileNotFoundError(
         f"ckpt_path: 'last' found no last.ckpt in {where}; pass '{LAST_IF_PRESENT}' to start fresh when there is none"
     )
+
+
+EMA_STATE_KEY = "EMA"
+"""Key of the EMA callback's state in a checkpoint's ``callbacks`` dict (one EMA per trainer)."""
+
+
+def ema_weights_from_checkpoint(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The EMA-averaged weights stored in a Lightning checkpoint dict (None when it was trained without EMA)."""
+    callbacks = checkpoint.get("callbacks")
+    state = callbacks.get(EMA_STATE_KEY) if isinstance(callbacks, dict) else None
+    return state.get("shadow") if isinstance(state, dict) else None
+
+
+def copy_weights_into(model: torch.nn.Module, averaged: dict[str, torch.Tensor]) -> None:
+    """Copy ``averaged`` weights into ``model``'s parameters (each cast to the parameter's dtype and device).
+
+    Raises:
+        ValueError: The names differ from the model's parameters.
+    """
+    params = dict(model.named_parameters())
+    if set(params) != set(averaged):
+        missing, extra = sorted(set(params) - set(averaged)), sorted(set(averaged) - set(params))
+        raise ValueError(f"EMA weights do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(averaged[k].to(device=p.device, dtype=p.dtype))
+
+
+def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[GPT, dict[str, Any]]:
+    """Rebuild the GPT from a golf-lit Lightning checkpoint (EMA weights when the checkpoint has them).
+
+    The file is loaded with ``weights_only=True`` (``golf_lit.train.checkpoint.load_checkpoint``) and the module is
+    rebuilt by ``GolfLM.load_from_checkpoint``; the EMA weights from :func:`ema_weights_from_checkpoint`.
+
+    Returns:
+        ``(model, checkpoint)``.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: The file is corrupt, truncated, refused by the safe loader, or not a golf-lit checkpoint.
+    """
+    from golf_lit.train.module import GolfLM  # late: the module imports Lightning
+
+    path = Path(ckpt_path)
+    ckpt = load_checkpoint(path)
+    hp = ckpt.get("hyper_parameters")
+    weights = ckpt.get("state_dict")
+    if not isinstance(hp, dict) or not isinstance(weights, dict) or not any(k.startswith("gpt.") for k in weights):
+        raise ValueError(f"{path}: not a golf-lit checkpoint (no GolfLM hyper_parameters / gpt.* weights)")
+    try:
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            module = GolfLM.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except (TypeError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a golf-lit checkpoint this version can rebuild ({first})") from None
+    model = module.gpt
+    averaged = ema_weights_from_checkpoint(ckpt) if use_ema else None
+    if averaged:
+        try:
+            copy_weights_into(model, averaged)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    return model, ckpt

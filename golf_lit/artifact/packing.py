@@ -7,7 +7,7 @@ codec id (u8), flags (u8; bit 0 = stride-2 byte shuffle), length (u64) and the C
 - ``brotli``: one stream, the torch.save payload byte-shuffled (stride 2) and compressed with brotli quality 11
   (0401-V4096 from PR #1089; 0427-1851).
 - ``lzma``: one stream, the torch.save payload compressed with xz preset 9e (stdlib).
-- ``pergroup``: see :mod:`golf_lit.quant.pergroup`.
+- ``pergroup``: see :mod:`golf_lit.artifact.pergroup`.
 
 A stream that fails to decode is named in the error with the file.
 """
@@ -21,8 +21,8 @@ from typing import Any
 
 from torch import Tensor
 
-from golf_lit.quant import pergroup
-from golf_lit.quant.compression import (
+from golf_lit.artifact import pergroup
+from golf_lit.artifact.compression import (
     CODEC_IDS,
     CODEC_NAMES,
     MAX_DECOMPRESSED_BYTES,
@@ -32,8 +32,8 @@ from golf_lit.quant.compression import (
     shuffle2,
     unshuffle2,
 )
-from golf_lit.quant.container import deserialize, serialize
-from golf_lit.quant.errors import ArtifactError
+from golf_lit.artifact.container import deserialize, serialize
+from golf_lit.artifact.errors import ArtifactError
 
 MAGIC = b"GLQZ"
 VERSION = 1

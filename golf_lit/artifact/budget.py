@@ -13,12 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from golf_lit.quant.code_bytes import CodeBytes
-from golf_lit.quant.compression import compress
-from golf_lit.quant.container import serialize
-from golf_lit.quant.errors import ArtifactError
-from golf_lit.quant.packing import pack
-from golf_lit.quant.quantize import QuantConfig, num_blocks, quantize_state_dict
+from golf_lit.artifact.code_bytes import CodeBytes
+from golf_lit.artifact.compression import compress
+from golf_lit.artifact.container import serialize
+from golf_lit.artifact.errors import ArtifactError
+from golf_lit.artifact.packing import pack
+from golf_lit.artifact.quantize import QuantConfig, num_blocks, quantize_state_dict
 
 log = logging.getLogger(__name__)
 

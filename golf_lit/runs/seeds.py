@@ -1,7 +1,7 @@
 """``golf-lit seeds``: the same configuration trained and scored once per seed, a results table and a significance test.
 
 Each seed runs the real CLI in a subprocess (``golf-lit fit`` then ``golf-lit eval``) in its own directory
-``OUT/seed_<S>/`` (layout in :mod:`golf_lit.runs`), from one resolved config that differs between seeds only in
+``OUT/seed_<S>/`` (layout in :mod:`golf_lit.runs.rundir`), from one resolved config that differs between seeds only in
 ``seed_everything`` and its output paths. The table (``OUT/seeds.md`` and ``OUT/seeds.json``) lists per-seed
 val_bpb, their mean and std; with ``--baseline`` it adds a one-sided Welch t-test of "improves on the baseline by
 at least delta", the challenge's acceptance rule (delta 0.005 nats, p < 0.01).
@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from golf_lit.io import atomic_write_json, atomic_write_text
-from golf_lit.runs import (
+from golf_lit.runs.rundir import (
     ARTIFACT_DIR,
     EVAL_LOG,
     EVAL_REPORT,
@@ -39,7 +39,7 @@ from golf_lit.runs import (
     dump_config,
     load_run,
 )
-from golf_lit.stats import ImprovementTest, improvement_test, mean, nats_per_token_to_bpb, std
+from golf_lit.runs.stats import ImprovementTest, improvement_test, mean, nats_per_token_to_bpb, std
 
 DEFAULT_EVAL_ARGS = "--strategy roundtrip --progress false"
 CHALLENGE_DELTA_NATS = 0.005

@@ -48,7 +48,7 @@ def calibrate(model: nn.Module, train_files: str, cfg: Any, seq_len: int) -> dic
         cfg: The QuantConfig.
         seq_len: Rows of the calibration batches.
     """
-    from golf_lit.quant.quantize import matrix_bits
+    from golf_lit.artifact.quantize import matrix_bits
 
     names = {n for n, t in model.state_dict().items() if t.ndim == 2 and matrix_bits(n, (), cfg) is not None}
     tokens = max(seq_len, cfg.gptq_calibration_tokens // seq_len * seq_len)

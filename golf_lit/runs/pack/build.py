@@ -5,7 +5,7 @@ base85-encoded inside a two-line ``exec`` stub (docs/top-stack.md §5.8; record 
 2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611, PR #1855). golf-lit does the same for the code a
 scorer needs:
 
-1. the module set is found by tracing the imports of :mod:`golf_lit.pack.entry` through the golf_lit sources
+1. the module set is found by tracing the imports of :mod:`golf_lit.runs.pack.entry` through the golf_lit sources
    (every ``import``/``from ... import`` naming a golf_lit module, at any depth, plus its parent packages), so
    the set follows the package layout as it is, with no file list to keep up to date;
 2. each module is minified (python-minifier when installed: docstrings removed, no renaming, no literal
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import golf_lit
-from golf_lit.config import ModelConfig
+from golf_lit.model.config import ModelConfig
 
 PACKED_NAME = "packed_eval.py"
-ENTRY = "golf_lit.pack.entry"
+ENTRY = "golf_lit.runs.pack.entry"
 PACKAGE = "golf_lit"
 
 # Runs inside the packed file: serve the packed sources to ``import`` ahead of anything installed on disk.

@@ -1,6 +1,6 @@
 """The minimal scoring entry point: rebuild the model from an artifact and score it (non-overlapping roundtrip).
 
-``golf_lit.pack.build`` traces this module's imports to find the code a scorer needs and packs it into one file;
+``golf_lit.runs.pack.build`` traces this module's imports to find the code a scorer needs and packs it into one file;
 the model config and evaluation length are baked into that file, so they are counted in its bytes.
 """
 
@@ -11,12 +11,12 @@ import time
 
 import torch
 
-from golf_lit.config import ModelConfig
+from golf_lit.artifact.records import load_artifact_state_dict
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.quant.records import load_artifact_state_dict
 
 
 def main(argv: list[str], baked: dict) -> int:

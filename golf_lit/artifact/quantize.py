@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from golf_lit.artifact import lqer
+from golf_lit.artifact.gptq import amax_scales, gptq_quantize, qmax_of, quantize_rtn, sdclip_scales
 from golf_lit.model.names import is_control
-from golf_lit.quant import lqer
-from golf_lit.quant.gptq import amax_scales, gptq_quantize, qmax_of, quantize_rtn, sdclip_scales
 
 PASSTHROUGH_MAX_NUMEL = 65_536
 """Float tensors with at most this many elements are stored as fp16 as they are."""
@@ -149,7 +149,7 @@ class QuantConfig:
             raise bad("lqer_rank", "must be an integer >= 0")
         if self.lqer_factor_bits not in (0, 2, 3, 4, 5, 6, 7, 8):
             raise bad("lqer_factor_bits", "must be 0 (fp32 factors) or 2-8")
-        from golf_lit.quant.compression import check_compressors  # late: compression imports nothing from here
+        from golf_lit.artifact.compression import check_compressors  # late: compression imports nothing from here
 
         try:
             check_compressors(self.compressor, self.pergroup_backend)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import zstandard
 
-from golf_lit.quant.errors import ArtifactError
+from golf_lit.artifact.errors import ArtifactError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_DECOMPRESSED_BYTES = 256_000_000

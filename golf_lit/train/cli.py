@@ -11,10 +11,10 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from golf_lit.checkpoint import LAST, LAST_IF_PRESENT, SafeCheckpointIO, load_checkpoint, resolve_resume_path
+from golf_lit.data.paths import resolve
 from golf_lit.data.shards import find_shards, read_shard_header
-from golf_lit.outdirs import require_writable_dir
-from golf_lit.paths import resolve
+from golf_lit.io import require_writable_dir
+from golf_lit.train.checkpoint import LAST, LAST_IF_PRESENT, SafeCheckpointIO, load_checkpoint, resolve_resume_path
 
 
 def alias_short_callback_paths() -> None:

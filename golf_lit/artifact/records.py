@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from golf_lit.quant import packing
-from golf_lit.quant.compression import MAX_DECOMPRESSED_BYTES, ZSTD_MAGIC, decompress
-from golf_lit.quant.container import deserialize, torch_load
-from golf_lit.quant.errors import ArtifactError
-from golf_lit.quant.quantize import QuantStateError, dequantize_state_dict
+from golf_lit.artifact import packing
+from golf_lit.artifact.compression import MAX_DECOMPRESSED_BYTES, ZSTD_MAGIC, decompress
+from golf_lit.artifact.container import deserialize, torch_load
+from golf_lit.artifact.errors import ArtifactError
+from golf_lit.artifact.quantize import QuantStateError, dequantize_state_dict
 
 log = logging.getLogger(__name__)
 

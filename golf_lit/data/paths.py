@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 SAMPLE_PREFIX = "sample:"
 
 DEFAULT_DATASET_DIR = "./data/datasets/fineweb10B_sp1024"

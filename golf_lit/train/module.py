@@ -11,15 +11,15 @@ import lightning.pytorch as L
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from golf_lit.config import ModelConfig
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.losses import token_nll
-from golf_lit.metrics import BitsPerByte
+from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
+from golf_lit.model.losses import token_nll
 from golf_lit.optim.config import OptimConfig
 from golf_lit.optim.muon import Muon
 from golf_lit.optim.param_groups import build_optimizers
 from golf_lit.optim.schedules import muon_momentum
+from golf_lit.train.metrics import BitsPerByte
 
 
 class GolfLM(L.LightningModule):
