@@ -1,4 +1,5 @@
-"""The ``golf-lit`` console script: ``fit`` (LightningCLI), ``eval``, ``export`` and ``data``."""
+"""The ``golf-lit`` console script: ``fit``/``validate`` (LightningCLI) and the commands of ``COMMANDS`` (options from
+dataclasses through jsonargparse, ``golf_lit.options``); hyphens and underscores in option names are made equal here."""
 
 from __future__ import annotations
 
@@ -19,22 +20,41 @@ USAGE = """usage: golf-lit {fit,validate,eval,export,data,seeds,submit,ablate,pl
   plot       PNG plots of train loss, val_bpb and lr multiplier from runs' CSV logs
 
 Run 'golf-lit COMMAND -h' for the options of a command. Options are spelled with underscores
-(--val_files); eval and export also accept hyphens (--val-files).
+(--val_files); every command also accepts hyphens (--val-files).
 """
 
 
-def normalize_options(argv: list[str], known: set[str]) -> list[str]:
-    """Rewrite ``--some-option`` / ``--some_option`` (also ``=value`` forms) to the spelling in ``known``."""
-    out = []
-    for arg in argv:
+def normalize_options(argv: list[str], known: set[str]) -> tuple[list[str], dict[str, str]]:
+    """Rewrite ``--some-option`` / ``--some_option`` (also ``=value`` forms) to the spelling in ``known``.
+
+    The one place where hyphens and underscores are made equal: every command parser declares one spelling (its
+    dataclass fields' underscores; ``golf_lit.options``). Arguments after a bare ``--`` are left as they are
+    (``ablate`` passes them on to ``golf-lit fit``).
+
+    Returns:
+        The rewritten arguments and ``{declared spelling: spelling as typed}`` of what was rewritten.
+    """
+    out: list[str] = []
+    renamed: dict[str, str] = {}
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:], renamed
         name, eq, value = arg.partition("=")
-        if arg.startswith("--") and name not in known:
+        if arg.startswith("--") and " " not in name and name not in known:
             for candidate in (name[:2] + name[2:].replace("-", "_"), name[:2] + name[2:].replace("_", "-")):
                 if candidate in known:
+                    renamed[candidate] = name
                     arg = candidate + eq + value
                     break
         out.append(arg)
-    return out
+    return out, renamed
+
+
+def as_typed(message: str, renamed: dict[str, str]) -> str:
+    """An error message that names each rewritten option the way the user typed it."""
+    for declared, typed in renamed.items():
+        message = message.replace(declared[2:], typed[2:])
+    return message
 
 
 def check_config_files(argv: list[str]) -> None:
@@ -79,6 +99,18 @@ def run_lightning(argv: list[str]) -> int:
     return 0
 
 
+COMMANDS = {
+    "eval": "golf_lit.eval.cli",
+    "export": "golf_lit.runs.export",
+    "data": "golf_lit.data.cli",
+    "seeds": "golf_lit.runs.seeds",
+    "submit": "golf_lit.runs.submit",
+    "ablate": "golf_lit.runs.ablate",
+    "plot": "golf_lit.runs.plot",
+}
+"""Command -> module with ``build_parser()`` (options from dataclasses, ``golf_lit.options``) and ``main(argv)``."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``golf-lit COMMAND ...``; configuration errors print one line and exit with status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -86,42 +118,27 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command not in COMMANDS and command not in ("fit", "validate"):
+        print(f"golf-lit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    renamed: dict[str, str] = {}
     try:
         if command in ("fit", "validate"):
             return run_lightning(argv)
-        if command == "eval":
-            from golf_lit.eval.cli import main as eval_main
+        from importlib import import_module
 
-            return eval_main(rest)
-        if command == "export":
-            from golf_lit.runs.export import main as export_main
+        module = import_module(COMMANDS[command])
+        from golf_lit.options import option_names
 
-            return export_main(rest)
-        if command == "data":
-            from golf_lit.data.cli import main as data_main
-
-            return data_main(rest)
-        if command == "seeds":
-            from golf_lit.runs.seeds import main as seeds_main
-
-            return seeds_main(rest)
-        if command == "submit":
-            from golf_lit.runs.submit import main as submit_main
-
-            return submit_main(rest)
-        if command in ("ablate", "plot"):
-            from importlib import import_module
-
-            return import_module(f"golf_lit.runs.{command}").main(rest)
+        rest, renamed = normalize_options(rest, option_names(module.build_parser()))
+        return module.main(rest)
     except (ValueError, FileNotFoundError) as exc:  # bad config or input: the message names the key/file
-        print(f"golf-lit {command}: error: {exc}", file=sys.stderr)
+        print(f"golf-lit {command}: error: {as_typed(str(exc), renamed)}", file=sys.stderr)
         return 2
     except OSError as exc:  # unwritable path, full disk: one line naming the file, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"golf-lit {command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(f"golf-lit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

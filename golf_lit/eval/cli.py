@@ -11,7 +11,7 @@ Model config precedence: ``--model.*`` flags / YAML ``model:`` > ``--model_confi
 not given as flags are the challenge's (``./data/...`` relative to the working directory, 2048), unless the
 config.json beside the artifact records them (key ``data``) and either golf-lit's export wrote it for exactly
 this artifact (its mark and sha256 match) or ``--data_from_artifact true`` is given. Options are spelled with
-underscores (``--val_files``); hyphens (``--val-files``) are accepted too.
+underscores (``--val_files``); the ``golf-lit`` dispatcher accepts hyphens (``--val-files``) too.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import warnings
 from dataclasses import fields
 from typing import Any
 
-from golf_lit.cli import normalize_options
 from golf_lit.eval.budget import EvalBudgetError
 from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import Evaluator
@@ -46,7 +45,6 @@ def parse_config(argv: list[str]) -> EvalConfig:
     from jsonargparse import ArgumentError
 
     parser = build_parser()
-    argv = normalize_options(argv, set(parser._option_string_actions))
     defaults = {dest: parser.get_defaults()[dest] for dest in ("val_files", "tokenizer", "sliding.seq_len")}
     try:
         with warnings.catch_warnings():

@@ -5,19 +5,17 @@ Used by the ``ArtifactExport`` callback after ``fit`` and by ``golf-lit export -
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from golf_lit.artifact import CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
 from golf_lit.artifact.budget import attempt_name
 from golf_lit.artifact.calibrate import calibrate
-from golf_lit.cli import normalize_options
 from golf_lit.data.byte_source import load_byte_source
 from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
 from golf_lit.data.shards import load_validation_tokens
@@ -223,89 +221,101 @@ def export_model(
 
 
 
+@dataclass
+class ExportOptions:
+    """golf-lit export: the checkpoint, where the artifact goes and how it is scored."""
+
+    ckpt: str
+    """Lightning checkpoint written by golf-lit fit (e.g. last.ckpt)."""
+    out: str | None = None
+    """Output directory (default: <checkpoint dir>/artifact)."""
+    no_ema: bool = False
+    """Export the live weights even if EMA weights exist."""
+    val_files: str | None = None
+    """Validation shards (default: the checkpoint's data config)."""
+    tokenizer: str | None = None
+    """Tokenizer model (default: the checkpoint's data config)."""
+    val_max_tokens: int | None = None
+    """Score only the first N validation tokens (default: the checkpoint's data config)."""
+    code: Literal["package_source", "packed"] | None = None
+    """Code-bytes convention: the readable golf_lit scorer files (= --code_bytes auto) or one packed file."""
+    lqer_sym: bool = False
+    """Same as --lqer_asym false: symmetric LQER factors (kept for earlier command lines)."""
+    training_cap_seconds: float | None = None
+    """Training cap, to report whether training + GPTQ calibration stayed within it."""
+    no_pre_quant_eval: bool = False
+    """Skip scoring the unquantized model."""
+    device: str | None = None
+    """Where to score (default: cuda when available, else cpu)."""
+
+
+QUANT_TITLE = "quantization (every QuantConfig field; default: the checkpoint's own, recorded by ArtifactExport)"
+
+
+def build_parser():
+    """The ``golf-lit export`` parser: ExportOptions and every QuantConfig field (``--gptq``, ``--zstd_levels``...)."""
+    from golf_lit.options import add_options, command_parser
+
+    parser = command_parser("golf-lit export", description="Turn a training checkpoint into a scored challenge "
+                            "artifact (quantize, compress, write, read back, score).")
+    add_options(parser, ExportOptions)
+    add_options(parser, QuantConfig, title=QUANT_TITLE)
+    return parser
+
+
+def recorded_quant(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The quantization config the run's ``ArtifactExport`` callback recorded in the checkpoint (None if none)."""
+    names = {f.name for f in fields(QuantConfig)}
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if str(key).startswith("ArtifactExport") and isinstance(state, dict) and isinstance(state.get("quant"), dict):
+            return {k: v for k, v in state["quant"].items() if k in names}
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``golf-lit export --ckpt PATH``: turn a training checkpoint into a scored challenge artifact.
 
-    Options are spelled with underscores like every golf-lit command (``--val_files``); hyphens are accepted.
+    Quantization follows the checkpoint's own configuration (the ``quant`` block of the run's ``ArtifactExport``
+    callback, recorded in the checkpoint); every QuantConfig field given on the command line overrides it.
     """
-    parser = argparse.ArgumentParser(prog="golf-lit export", description=main.__doc__)
-    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint written by golf-lit fit (e.g. last.ckpt)")
-    parser.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/artifact)")
-    parser.add_argument("--no_ema", action="store_true", help="export the live weights even if EMA weights exist")
-    parser.add_argument("--val_files", default=None, help="validation shards (default: the checkpoint's data config)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer model (default: the checkpoint's data config)")
-    parser.add_argument("--val_max_tokens", type=int, default=None, help="score only the first N validation tokens")
-    parser.add_argument("--zstd_levels", type=int, nargs="+", default=None, help="zstd levels, in order")
-    parser.add_argument("--code_bytes", default="auto", help="'auto', 'packed', a file path, or a number of bytes")
-    parser.add_argument(
-        "--code", choices=("package_source", "packed"), default=None,
-        help="code-bytes convention: the readable golf_lit scorer files (= --code_bytes auto) or one packed file",
-    )
-    parser.add_argument("--gptq_lite", action="store_true", help="per-matrix clip search for int6 (2026-03-22 record)")
-    top = parser.add_argument_group("leaderboard-top quantization (docs/top-stack.md §5)")
-    top.add_argument("--gptq", action="store_true", help="full-Hessian GPTQ calibrated on training batches")
-    top.add_argument("--gptq_calibration_batches", type=int, default=16)
-    top.add_argument("--gptq_calibration_tokens", type=int, default=98_304, help="tokens per calibration batch")
-    top.add_argument("--sdclip", action="store_true", help="row scale k*std(row)/qmax (k per kind below)")
-    top.add_argument("--mlp_clip_sigmas", type=float, default=11.5)
-    top.add_argument("--attn_clip_sigmas", type=float, default=13.0)
-    top.add_argument("--embed_clip_sigmas", type=float, default=14.0)
-    top.add_argument("--embed_bits", type=int, default=None, help="embeddings on the matrix path at this width (7)")
-    top.add_argument("--lqer_rank", type=int, default=0, help="LQER correction rank (0 = off)")
-    top.add_argument("--lqer_top_k", type=int, default=3)
-    top.add_argument("--lqer_sym", action="store_true", help="symmetric int4 factors instead of 2/4-bit asym")
-    top.add_argument("--quant_gate", action="store_true", help="int8 rows for small *.attn_gate_w")
-    top.add_argument("--compressor", default="zstd", help="zstd | brotli | lzma | pergroup, or several: pergroup,brotli")  # noqa: E501
-    top.add_argument("--pergroup_backend", default="auto", help="auto | lrzip | lzma | brotli | zstd")
-    top.add_argument("--training_cap_seconds", type=float, default=None,
-                     help="training cap, to report whether training + calibration stayed within it")  # fmt: skip
-    parser.add_argument("--no_pre_quant_eval", action="store_true", help="skip scoring the unquantized model")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(normalize_options(list(sys.argv[1:] if argv is None else argv),
-                                               set(parser._option_string_actions)))
+    from golf_lit.options import build, parse
 
-    out = args.out or str(Path(args.ckpt).resolve().parent / "artifact")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    opts: ExportOptions = build(ExportOptions, parse(parser, argv))
+    out = opts.out or str(Path(opts.ckpt).resolve().parent / "artifact")
     require_writable_dir(out, "--out")
-    model, ckpt = load_checkpoint_model(args.ckpt, use_ema=not args.no_ema)
+    model, ckpt = load_checkpoint_model(opts.ckpt, use_ema=not opts.no_ema)
+    recorded = recorded_quant(ckpt)
+    if recorded is not None:
+        parser.set_defaults(recorded)  # the run's own quant block; flags given on the command line still win
+    ns = parse(parser, argv)
+    overrides: dict[str, Any] = {}
+    if opts.code is not None:
+        overrides["code_bytes"] = {"package_source": "auto", "packed": "packed"}[opts.code]
+    if opts.lqer_sym:
+        overrides["lqer_asym"] = False
+    quant: QuantConfig = build(QuantConfig, ns, **overrides)
+    source = "the checkpoint's ArtifactExport config" if recorded is not None else "QuantConfig defaults"
+    print(f"quant: {source}, command-line flags over it")
     data_hp = ckpt.get("datamodule_hyper_parameters", {})
-    code_bytes: int | str = int(args.code_bytes) if args.code_bytes.isdigit() else args.code_bytes
-    if args.code is not None:
-        code_bytes = {"package_source": "auto", "packed": "packed"}[args.code]
-    quant = QuantConfig(
-        code_bytes=code_bytes,
-        gptq_lite=args.gptq_lite,
-        gptq=args.gptq,
-        gptq_calibration_batches=args.gptq_calibration_batches,
-        gptq_calibration_tokens=args.gptq_calibration_tokens,
-        sdclip=args.sdclip,
-        mlp_clip_sigmas=args.mlp_clip_sigmas,
-        attn_clip_sigmas=args.attn_clip_sigmas,
-        embed_clip_sigmas=args.embed_clip_sigmas,
-        embed_bits=args.embed_bits,
-        lqer_rank=args.lqer_rank,
-        lqer_top_k=args.lqer_top_k,
-        lqer_asym=not args.lqer_sym,
-        quant_gate=args.quant_gate,
-        compressor=args.compressor,
-        pergroup_backend=args.pergroup_backend,
-        **({"zstd_levels": args.zstd_levels} if args.zstd_levels else {}),
-    )
     clock = next((v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("WallClockLimit")), None)
     training_time = (
-        TrainingTime(float(clock["elapsed_ms"]) / 1000.0, args.training_cap_seconds)
+        TrainingTime(float(clock["elapsed_ms"]) / 1000.0, opts.training_cap_seconds)
         if isinstance(clock, dict) and "elapsed_ms" in clock
         else None
     )
+    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = export_model(
-        model.to(args.device),
+        model.to(device),
         out,
         quant=quant,
-        val_files=args.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
-        tokenizer_path=args.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
+        val_files=opts.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
+        tokenizer_path=opts.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
         seq_len=int(data_hp.get("train_seq_len", 2048)),
-        val_max_tokens=args.val_max_tokens if args.val_max_tokens is not None else data_hp.get("val_max_tokens"),
-        eval_pre_quant=not args.no_pre_quant_eval,
-        extra_config={"checkpoint": str(args.ckpt), "data": data_hp},
+        val_max_tokens=opts.val_max_tokens if opts.val_max_tokens is not None else data_hp.get("val_max_tokens"),
+        eval_pre_quant=not opts.no_pre_quant_eval,
+        extra_config={"checkpoint": str(opts.ckpt), "data": data_hp},
         train_files=data_hp.get("train_files"),
         training_time=training_time,
     )
