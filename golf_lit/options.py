@@ -150,3 +150,28 @@ def option_names(parser: ArgumentParser) -> set[str]:
                 if isinstance(sub, ArgumentParser):
                     names |= option_names(sub)
     return names
+
+
+def _is_option(token: str) -> bool:
+    """An option token (``--x`` / ``--x=v``), not a value such as ``-1`` or ``"--strategy roundtrip"``."""
+    if not token.startswith("-") or " " in token.partition("=")[0]:
+        return False
+    try:
+        float(token)
+        return False
+    except ValueError:
+        return True
+
+
+def split_args(parser: ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """``argv`` split into the options ``parser`` declares (each with its values) and the rest (each unknown option
+    with its values), for a command that passes the rest on to another (``seeds`` to ``golf-lit fit``)."""
+    known = option_names(parser)
+    own: list[str] = []
+    rest: list[str] = []
+    target = own
+    for token in argv:
+        if _is_option(token):
+            target = own if token.partition("=")[0] in known else rest
+        target.append(token)
+    return own, rest
