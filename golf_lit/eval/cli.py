@@ -26,6 +26,7 @@ from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import Evaluator
 from golf_lit.eval.loading import artifact_data_defaults, find_model_config
 from golf_lit.model.config import ModelConfig
+from golf_lit.options import UsageError, one_line
 
 
 def build_parser():
@@ -65,7 +66,7 @@ def parse_config(argv: list[str]) -> EvalConfig:
             parser.set_defaults(recorded)
             init = parser.instantiate_classes(parser.parse_args(argv))
     except ArgumentError as exc:
-        raise ValueError(str(exc)) from exc
+        raise UsageError(one_line(exc)) from None
     kwargs: dict[str, Any] = {f.name: init.get(f.name) for f in fields(EvalConfig) if f.name in init}
     return EvalConfig(**kwargs, data_origin=origin)
 
