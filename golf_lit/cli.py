@@ -4,6 +4,7 @@ dataclasses through jsonargparse, ``golf_lit.options``); hyphens and underscores
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -51,9 +52,11 @@ def normalize_options(argv: list[str], known: set[str]) -> tuple[list[str], dict
 
 
 def as_typed(message: str, renamed: dict[str, str]) -> str:
-    """An error message that names each rewritten option the way the user typed it."""
+    """An error message that names each rewritten option the way the user typed it (``--x_y``, ``"x_y"``, never
+    inside a path such as ``/data/x_y/``)."""
     for declared, typed in renamed.items():
-        message = message.replace(declared[2:], typed[2:])
+        pattern = rf'(?<=["\s.-]){re.escape(declared[2:])}(?=["\s:=,]|$)'
+        message = re.sub(pattern, lambda _, name=typed[2:]: name, message)
     return message
 
 

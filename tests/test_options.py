@@ -80,6 +80,7 @@ def test_hyphens_are_normalized_once_in_the_dispatcher():
     assert renamed == {"--val_files": "--val-files", "--no-progress": "--no_progress",
                        "--data.val_max_tokens": "--data.val-max-tokens"}
     assert as_typed('Parser key "val_files": bad', renamed) == 'Parser key "val-files": bad'
+    assert as_typed("--data.val_max_tokens: no /a/val_files/b", renamed) == "--data.val-max-tokens: no /a/val_files/b"
     # nothing below the dispatcher imports it (the upward imports export/eval had)
     pattern = re.compile(r"^\s*(from golf_lit\.cli import|import golf_lit\.cli\b|from golf_lit import cli\b)", re.M)
     top = {PACKAGE / "cli.py", PACKAGE / "__main__.py"}  # the dispatcher and `python -m golf_lit`
