@@ -33,7 +33,7 @@ def _docs(cls: type) -> dict[str, str]:
     for klass in reversed(cls.__mro__[:-1]):  # base classes first, so subclasses can re-document a field
         try:
             parsed = docstring_parser.parse_from_object(klass)
-        except Exception:  # noqa: BLE001 - a class without parseable docstrings just has no help texts
+        except (OSError, TypeError):  # no source to read (a class made at run time): no help texts
             continue
         out.update({p.arg_name: " ".join((p.description or "").split()) for p in parsed.params})
     return out
