@@ -76,12 +76,40 @@ def check_config_files(argv: list[str]) -> None:
                 raise ValueError(f"--config {path}: not a YAML text file ({exc.reason} at byte {exc.start})") from None
 
 
+def alias_short_callback_paths() -> None:
+    """The dispatcher is the composition root: the one module of golf_lit that wires the callbacks in.
+
+    Let configs say ``class_path: callbacks.EMA`` (the project folder's name) for ``golf_lit.callbacks.EMA``.
+
+    Only in this process, and only when no other importable package is called ``callbacks``; nothing named
+    ``callbacks`` is installed. Both names give the same classes.
+    """
+    import importlib
+    import importlib.util
+    import pkgutil
+
+    import golf_lit.callbacks as pkg
+
+    if "callbacks" in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec("callbacks")
+    except (ImportError, ValueError):
+        spec = None
+    ours = {str(Path(p).resolve()) for p in pkg.__path__}
+    if spec is not None and {str(Path(p).resolve()) for p in (spec.submodule_search_locations or [])} != ours:
+        return  # somebody else's package called callbacks wins
+    sys.modules["callbacks"] = pkg
+    for info in pkgutil.iter_modules(pkg.__path__):
+        sys.modules[f"callbacks.{info.name}"] = importlib.import_module(f"golf_lit.callbacks.{info.name}")
+
+
 def run_lightning(argv: list[str]) -> int:
     """Run LightningCLI (``fit``/``validate``) with golf-lit's module and data module."""
     from jsonargparse import set_docstring_parse_options
 
     from golf_lit.data.datamodule import GolfDataModule
-    from golf_lit.train.cli import GolfCLI, alias_short_callback_paths
+    from golf_lit.train.cli import GolfCLI
     from golf_lit.train.module import GolfLM
 
     set_docstring_parse_options(attribute_docstrings=True)
