@@ -1,7 +1,7 @@
 """The package layout's rules (README "Layout"), checked on every import in the source tree.
 
 Stages, lowest first: data -> model -> optim -> train -> artifact -> eval -> runs. A module may import its own
-stage, a stage below it, and the shared pieces at the package root (io, bpb, ranks); never a stage above it.
+stage, a stage below it, and the shared pieces at the package root (io, bpb, ranks, options); never a stage above it.
 On top of that order: the model imports neither torch.distributed, lightning, callbacks nor eval; data never
 imports eval; the artifact stage never imports the training module; nothing in golf_lit imports the ``golf-lit``
 dispatcher (golf_lit.cli), and nothing but the dispatcher (the composition root, which wires LightningCLI's
@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("data", "model", "optim", "train", "artifact", "eval", "runs")
-SHARED = ("golf_lit", "golf_lit.io", "golf_lit.bpb", "golf_lit.ranks")
+SHARED = ("golf_lit", "golf_lit.io", "golf_lit.bpb", "golf_lit.ranks", "golf_lit.options")
 FACE = ("golf_lit.cli", "golf_lit.__main__", "golf_lit._checkout")  # the console script and its checkout shim
 
 
