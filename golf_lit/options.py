@@ -50,8 +50,8 @@ def _list_element(hint: Any) -> Any | None:
 
 
 def command_parser(prog: str, description: str | None = None, epilog: str | None = None) -> ArgumentParser:
-    """A jsonargparse parser for a golf-lit subcommand: errors raise (see :func:`parse`) instead of exiting."""
-    return ArgumentParser(prog=prog, description=description, epilog=epilog, exit_on_error=False)
+    """A jsonargparse parser for a golf-lit subcommand: errors raise (see :func:`parse`), no abbreviated options."""
+    return ArgumentParser(prog=prog, description=description, epilog=epilog, exit_on_error=False, allow_abbrev=False)
 
 
 def add_options(parser: ArgumentParser, cls: type, nested_key: str | None = None, *,

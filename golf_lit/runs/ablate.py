@@ -42,8 +42,6 @@ from golf_lit.options import add_options, build, command_parser, parse
 from golf_lit.runs.rundir import ARTIFACT_DIR, FIT_CONFIG, golf_lit_command, relocate_outputs, run_command
 from golf_lit.runs.stats import mean_se
 
-__all__ = ["isolate_outputs", "mean_se"]  # re-exported: the run-directory rule and the statistic live elsewhere
-
 # The record stack's techniques (docs/record-stack.md), each switched off by the flag a user would type.
 DEFAULT_VARIANTS: list[dict[str, Any]] = [
     {"name": "all_on"},

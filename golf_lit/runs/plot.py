@@ -21,8 +21,6 @@ from golf_lit.io import atomic_write_bytes
 from golf_lit.options import add_options, build, command_parser, parse
 from golf_lit.runs.rundir import find_metrics
 
-__all__ = ["find_metrics"]  # re-exported: finding a run's files is golf_lit.runs.rundir's job
-
 MISSING_MATPLOTLIB = "golf-lit plot needs matplotlib: pip install 'golf-lit[plot]' (or pip install matplotlib)"
 
 # (CSV column, panel title)

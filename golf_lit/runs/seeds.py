@@ -91,8 +91,8 @@ def run_seed(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | 
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg_path, dump_config(cfg))
     log(f"seed {seed}: training ({run_dir / TRAIN_LOG})")
-    code_ = run_command(golf_lit_command("fit", "--config", str(cfg_path)), run_dir / TRAIN_LOG)
-    require_success(code_, run_dir / TRAIN_LOG, f"seed {seed}: fit")
+    status = run_command(golf_lit_command("fit", "--config", str(cfg_path)), run_dir / TRAIN_LOG)
+    require_success(status, run_dir / TRAIN_LOG, f"seed {seed}: fit")
     artifact = run_dir / ARTIFACT_DIR / "final_model.int6.ptz"
     log(f"seed {seed}: scoring ({run_dir / EVAL_LOG})")
     cmd = golf_lit_command("eval", "--artifact", str(artifact), "--report", str(run_dir / EVAL_REPORT), *eval_args)
