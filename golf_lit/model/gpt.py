@@ -255,6 +255,10 @@ class GPT(nn.Module):
         skips: list[Tensor] = []
         for pos, idx in enumerate(order):
             block = self.blocks[idx]
+            if idx >= self.parallel_start and lane1 is None:
+                # The lanes split before this block's skip: lane0 = lane1 = x, then the skip goes to lane 0 only
+                # (docs/top-stack.md §3.5, the record's order).
+                lane1 = lane0
             if pos >= num_encoder and self.skip_weights is not None and skips:
                 i = pos - num_encoder  # LIFO pairing: first decoder layer <- last encoder layer
                 skip = self.skip_weights[i].to(lane0.dtype)[None, None, :] * skips.pop()
@@ -264,7 +268,6 @@ class GPT(nn.Module):
                     g = torch.sigmoid(self.skip_gates[i].to(lane0.dtype))[None, None, :]
                     lane0 = g * lane0 + (1 - g) * skip
             if idx >= self.parallel_start:
-                lane1 = lane0 if lane1 is None else lane1
                 row = idx - self.parallel_start
                 lane0, lane1, raw_v = block.forward_parallel(
                     lane0, lane1, x0, v0, seg, self.parallel_post_lambdas[row], self.parallel_resid_lambdas[row]
