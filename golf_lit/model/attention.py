@@ -40,13 +40,14 @@ class Segments:
     Args:
         cu_seqlens: int32 segment starts of the flattened batch, ending with the total length.
         segment: Segment index of every token (B, T).
-        position: RoPE position of every token: its offset in its segment (B, T).
+        position: RoPE position of every token (B, T), its offset in its segment (``rope_positions:
+            per_document``), or None for the row's own 0..T-1 (``flat``).
         max_seqlen: Upper bound on a segment's length (FlashAttention-3's scheduling hint).
     """
 
     cu_seqlens: Tensor
     segment: Tensor
-    position: Tensor
+    position: Tensor | None
     max_seqlen: int
 
 
@@ -178,7 +179,7 @@ class CausalSelfAttention(nn.Module):
         Args:
             u: Normalised (and LN-scaled) block input.
             v0: Layer 0's raw values (B, T, Hkv, D), or None in layer 0 / without value residual.
-            seg: Document packing: attention stays inside each segment and RoPE positions restart in each.
+            seg: Document packing: attention stays inside each segment (RoPE positions as ``seg.position``).
 
         Returns:
             ``(out, raw_v)``: the projected output (B, T, C) and this layer's raw values (B, T, Hkv, D).

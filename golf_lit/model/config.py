@@ -103,6 +103,11 @@ class ModelConfig:
     rope_yarn: bool = True
     """NTK base rescale base*(T/rope_train_seq_len)^(d/(d-2)) for T > rope_train_seq_len (False: base as given;
     top: False, which the record logs show despite the README's 'YaRN', docs/top-stack.md §3.6)."""
+    rope_positions: str = "flat"
+    """RoPE positions in document-packed rows (``cu_seqlens``): 'flat' (the token's index in its row, as the top
+    record does, docs/top-stack.md §2.5) or 'per_document' (restart at 0 in every segment, so a document's logits
+    do not depend on where it sits in the row). The same function in exact arithmetic; neither is more accurate
+    in fp32 (docs/model.md). Unpacked rows have positions 0..T-1 under both."""
     fused_ce_enabled: bool = False
     """Training loss through the column-blocked softcapped cross-entropy that keeps only the per-row log-sum-exp
     (docs/top-stack.md §4.5; 0423-PolarNS PR #1787). Same loss and gradients as the eager path."""
@@ -170,6 +175,8 @@ class ModelConfig:
             raise bad("smear_gate_variant", f"must be 'base' or 'gated_bos', got {self.smear_gate_variant!r}")
         if not 0 <= self.bos_id < self.vocab_size:
             raise bad("bos_id", f"must be a token id below vocab_size={self.vocab_size}, got {self.bos_id}")
+        if self.rope_positions not in ("flat", "per_document"):
+            raise bad("rope_positions", f"must be 'flat' or 'per_document', got {self.rope_positions!r}")
         if self.attention_backend not in ("auto", "sdpa", "fa3"):
             raise bad("attention_backend", f"must be 'auto', 'sdpa' or 'fa3', got {self.attention_backend!r}")
 

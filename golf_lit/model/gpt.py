@@ -296,16 +296,17 @@ class GPT(nn.Module):
 
         Position t sees only ids[:, :t+1]. With ``cu_seqlens`` (int32 segment starts of the flattened batch
         ending with B*T; every row start a segment start; trailing repeats allowed) attention never crosses a
-        segment and RoPE positions restart at 0 in every segment (docs/top-stack.md §2.5: the record keeps flat
-        positions, which is the same function in exact arithmetic). ``max_seqlen`` bounds a segment's length
-        for FlashAttention-3's varlen kernel (default T). The loss is the fused softcapped cross-entropy when
-        ``cfg.fused_ce_enabled``, else the eager one; both in fp32.
+        segment; RoPE positions are the index in the row (``cfg.rope_positions='flat'``, the record's,
+        docs/top-stack.md §2.5) or restart at 0 in every segment ('per_document'). ``max_seqlen`` bounds a
+        segment's length for FlashAttention-3's varlen kernel (default T). The loss is the fused softcapped
+        cross-entropy when ``cfg.fused_ce_enabled``, else the eager one; both in fp32.
         """
         seg = None
         if cu_seqlens is not None:
             B, T = input_ids.shape
             cu_seqlens = cu_seqlens.to(input_ids.device)
             segment, position = segment_positions(cu_seqlens, B, T)
+            position = position if self.cfg.rope_positions == "per_document" else None  # None: 0..T-1 per row
             seg = Segments(cu_seqlens, segment, position, max_seqlen or T)
         x = self.hidden(input_ids, seg)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
