@@ -62,7 +62,9 @@ class ModelConfig:
     unet_skips: bool = True
     """U-Net skip connections from encoder to decoder blocks with learned per-channel weights."""
     attention_backend: str = "auto"
-    """'auto' (FlashAttention-3 when importable on CUDA, else SDPA), 'sdpa' or 'fa3'."""
+    """'auto' (FlashAttention-3 when importable on CUDA, else SDPA; document-masked attention: FA3's varlen kernel,
+    else flex_attention with a document block mask on CUDA, else SDPA with a dense mask), 'sdpa', 'fa3' or 'flex'
+    (document masks through flex_attention on every device; eager and forward-only on the CPU)."""
     seed_bf16_attention: bool = False
     """Cast q/k/v to bf16 for attention even in fp32, as the seed always does (for bit-matching seed runs)."""
     # Leaderboard-top options (docs/top-stack.md §3-4); every default keeps the record model unchanged.
@@ -177,8 +179,8 @@ class ModelConfig:
             raise bad("bos_id", f"must be a token id below vocab_size={self.vocab_size}, got {self.bos_id}")
         if self.rope_positions not in ("flat", "per_document"):
             raise bad("rope_positions", f"must be 'flat' or 'per_document', got {self.rope_positions!r}")
-        if self.attention_backend not in ("auto", "sdpa", "fa3"):
-            raise bad("attention_backend", f"must be 'auto', 'sdpa' or 'fa3', got {self.attention_backend!r}")
+        if self.attention_backend not in ("auto", "sdpa", "fa3", "flex"):
+            raise bad("attention_backend", f"must be 'auto', 'sdpa', 'fa3' or 'flex', got {self.attention_backend!r}")
 
     @property
     def head_dim(self) -> int:

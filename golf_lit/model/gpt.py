@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf_lit.model.attention import CausalSelfAttention, Segments
+from golf_lit.model.attention import CausalSelfAttention, Segments, document_block_mask, segment_backend
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.layers import CastedLinear, rms_norm, segment_positions
 from golf_lit.model.losses import mean_nll, softcapped_cross_entropy
@@ -307,7 +307,9 @@ class GPT(nn.Module):
             cu_seqlens = cu_seqlens.to(input_ids.device)
             segment, position = segment_positions(cu_seqlens, B, T)
             position = position if self.cfg.rope_positions == "per_document" else None  # None: 0..T-1 per row
-            seg = Segments(cu_seqlens, segment, position, max_seqlen or T)
+            flex = segment_backend(self.cfg.attention_backend, input_ids.device) == "flex"
+            block_mask = document_block_mask(segment) if flex else None  # built once, shared by every layer
+            seg = Segments(cu_seqlens, segment, position, max_seqlen or T, block_mask)
         x = self.hidden(input_ids, seg)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x, head.to(x.dtype))
