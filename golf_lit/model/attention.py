@@ -90,7 +90,7 @@ def document_block_mask(segment: Tensor, block_size: int = 128):
     B, T = segment.shape
     nb = -(-T // block_size)
     pad = nb * block_size - T
-    ends = F.pad(segment, (0, pad), mode="replicate") if pad else segment  # padding repeats the last id
+    ends = torch.cat([segment, segment[:, -1:].expand(B, pad)], dim=1)  # padding repeats the last id
     blocks = ends.reshape(B, nb, block_size)
     first, last = blocks[..., 0], blocks[..., -1]  # (B, nb) segment of each block's first / last token
     complete = torch.arange(nb, device=segment.device) < T // block_size  # blocks not cut by the row end
@@ -177,6 +177,11 @@ class CausalSelfAttention(nn.Module):
         self.require_fa3 = cfg.attention_backend == "fa3"
         if cfg.attention_backend == "flex" and flex_attention_fn() is None:
             raise ValueError("model.attention_backend: 'flex' needs torch.nn.attention.flex_attention (torch >= 2.5)")
+        # flex_attention eager (the CPU) and compiled (CUDA, only where a GPU may pick flex; compiling happens on the
+        # first call), resolved here so torch.compile sees plain attributes
+        self._flex = flex_attention_fn()
+        cuda_flex = torch.cuda.is_available() and segment_backend(cfg.attention_backend, torch.device("cuda")) == "flex"
+        self._flex_compiled = compiled_flex_attention() if cuda_flex else None
         kv_dim = cfg.num_kv_heads * cfg.head_dim
         # Registration order mirrors the seed so state_dict order (and so the artifact bytes) match.
         self.c_q = CastedLinear(cfg.model_dim, cfg.model_dim, bias=False)
@@ -233,11 +238,11 @@ class CausalSelfAttention(nn.Module):
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)
             gqa = self.num_heads != self.num_kv_heads
             if q.is_cuda:
-                y = compiled_flex_attention()(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
+                y = self._flex_compiled(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
             else:  # eager flex (forward only on the CPU); its "use torch.compile" warning is expected here
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
-                    y = flex_attention_fn()(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
+                    y = self._flex(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
             return y.transpose(1, 2)
         if self._fa3_varlen is not None and (q.is_cuda or self.require_fa3):
             flat = [t.reshape(B * T, *t.shape[2:]).bfloat16() for t in (q, k, v)]

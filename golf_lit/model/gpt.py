@@ -199,6 +199,10 @@ class GPT(nn.Module):
             self.parallel_post_lambdas = nn.Parameter(torch.ones(rows, 2, 2, dtype=torch.float32))
             self.parallel_resid_lambdas = nn.Parameter(torch.full((rows, 2), 1.1, dtype=torch.float32))
         self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.num_layers)])
+        # Whether packed rows build a flex_attention block mask, per device type (resolved here for torch.compile).
+        self._flex_segments = {
+            kind: segment_backend(cfg.attention_backend, torch.device(kind)) == "flex" for kind in ("cpu", "cuda")
+        }
         self.lm_head = None
         if not cfg.tie_embeddings:
             self.lm_head = CastedLinear(cfg.model_dim, cfg.vocab_size, bias=False)
@@ -307,7 +311,7 @@ class GPT(nn.Module):
             cu_seqlens = cu_seqlens.to(input_ids.device)
             segment, position = segment_positions(cu_seqlens, B, T)
             position = position if self.cfg.rope_positions == "per_document" else None  # None: 0..T-1 per row
-            flex = segment_backend(self.cfg.attention_backend, input_ids.device) == "flex"
+            flex = self._flex_segments.get(input_ids.device.type, False)
             block_mask = document_block_mask(segment) if flex else None  # built once, shared by every layer
             seg = Segments(cu_seqlens, segment, position, max_seqlen or T, block_mask)
         x = self.hidden(input_ids, seg)
