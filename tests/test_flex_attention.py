@@ -113,3 +113,25 @@ def test_only_flex_builds_a_block_mask():
             model(torch.randint(2, 64, (1, 24)), torch.tensor([0, 10, 24], dtype=torch.int32))
         hook.remove()
     assert seen["auto"] is None and seen["sdpa"] is None and seen["flex"] is not None
+
+
+@pytest.mark.slow
+def test_flex_path_traces_as_one_graph_and_a_new_layout_does_not_recompile():
+    """GolfLM compiles the GPT with fullgraph=True: the block mask, the backend lookup and flex_attention must trace
+    without a graph break, and a batch with other document boundaries (same shapes) must reuse the graph."""
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting_backend(gm, example_inputs):  # dynamo only (no inductor): checks tracing, fast on a CPU
+        graphs.append(gm)
+        return gm.forward
+
+    _, flex = gpt_pair()
+    compiled = torch.compile(flex, backend=counting_backend, fullgraph=True, dynamic=False)
+    ids = torch.randint(2, 64, (2, 40), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for cu in ([0, 10, 40, 55, 80], [0, 20, 40, 41, 80]):
+            cu = torch.tensor(cu, dtype=torch.int32)
+            torch.testing.assert_close(compiled(ids, cu), flex(ids, cu), rtol=0, atol=0)
+    assert len(graphs) == 1
+    torch._dynamo.reset()

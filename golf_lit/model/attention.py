@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
@@ -36,19 +37,9 @@ def flash_attn_3_varlen():
 
 
 @functools.cache
-def flex_attention_fn():
-    """``torch.nn.attention.flex_attention.flex_attention`` if this torch has it, else None."""
-    try:
-        from torch.nn.attention.flex_attention import flex_attention
-    except ImportError:
-        return None
-    return flex_attention
-
-
-@functools.cache
 def compiled_flex_attention():
     """flex_attention through torch.compile: the fused, block-sparse kernel (eager flex materialises the scores)."""
-    return torch.compile(flex_attention_fn(), dynamic=False)
+    return torch.compile(flex_attention, dynamic=False)
 
 
 def segment_backend(backend: str, device: torch.device) -> str:
@@ -63,7 +54,7 @@ def segment_backend(backend: str, device: torch.device) -> str:
         return backend
     if device.type == "cuda" and flash_attn_3_varlen() is not None:
         return "fa3"
-    if device.type == "cuda" and flex_attention_fn() is not None:
+    if device.type == "cuda":
         return "flex"
     return "sdpa"
 
@@ -85,8 +76,6 @@ def document_block_mask(segment: Tensor, block_size: int = 128):
     Returns:
         A BlockMask with shape (B, 1, T, T) whose mask_mod is ``same segment and q >= k``.
     """
-    from torch.nn.attention.flex_attention import BlockMask
-
     B, T = segment.shape
     nb = -(-T // block_size)
     pad = nb * block_size - T
@@ -175,11 +164,8 @@ class CausalSelfAttention(nn.Module):
         if cfg.attention_backend == "fa3" and self._fa3 is None:
             raise ValueError("model.attention_backend: 'fa3' needs the flash_attn_interface package (FlashAttention-3)")
         self.require_fa3 = cfg.attention_backend == "fa3"
-        if cfg.attention_backend == "flex" and flex_attention_fn() is None:
-            raise ValueError("model.attention_backend: 'flex' needs torch.nn.attention.flex_attention (torch >= 2.5)")
-        # flex_attention eager (the CPU) and compiled (CUDA, only where a GPU may pick flex; compiling happens on the
-        # first call), resolved here so torch.compile sees plain attributes
-        self._flex = flex_attention_fn()
+        # flex_attention compiled for eager CUDA runs, only where a GPU may pick flex (compiling happens on the first
+        # call); resolved here so torch.compile sees a plain attribute
         cuda_flex = torch.cuda.is_available() and segment_backend(cfg.attention_backend, torch.device("cuda")) == "flex"
         self._flex_compiled = compiled_flex_attention() if cuda_flex else None
         kv_dim = cfg.num_kv_heads * cfg.head_dim
@@ -237,12 +223,14 @@ class CausalSelfAttention(nn.Module):
         if seg.block_mask is not None:
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)
             gqa = self.num_heads != self.num_kv_heads
-            if q.is_cuda:
+            if torch.compiler.is_compiling():  # traced into the compiled model's graph: the fused kernel
+                y = flex_attention(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
+            elif q.is_cuda and self._flex_compiled is not None:  # eager model on a GPU: compile flex on its own
                 y = self._flex_compiled(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
             else:  # eager flex (forward only on the CPU); its "use torch.compile" warning is expected here
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
-                    y = self._flex(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
+                    y = flex_attention(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
             return y.transpose(1, 2)
         if self._fa3_varlen is not None and (q.is_cuda or self.require_fa3):
             flat = [t.reshape(B * T, *t.shape[2:]).bfloat16() for t in (q, k, v)]
