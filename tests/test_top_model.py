@@ -310,6 +310,8 @@ def test_config_errors_name_the_key():
         ({"smear_gate_variant": "bos"}, "model.smear_gate_variant"),
         ({"gate_window": 0}, "model.gate_window"),
         ({"bos_id": 1024}, "model.bos_id"),
+        ({"rope_positions": "restart"}, "model.rope_positions"),
+        ({"attention_backend": "dense"}, "model.attention_backend"),
     ]:
         with pytest.raises(ValueError, match=key):
             ModelConfig(**kw)
