@@ -59,11 +59,11 @@ def segment_backend(backend: str, device: torch.device) -> str:
     return "sdpa"
 
 
-def document_block_mask(segment: Tensor, block_size: int = 128):
+def document_block_mask(segment: Tensor, block_size: int = 128) -> BlockMask:
     """flex_attention ``BlockMask`` of causal attention inside each segment of a packed (B, T) batch.
 
     The block structure is read off the segment ids instead of evaluating the token mask on all T^2 pairs
-    (``create_block_mask`` without compile would materialise 98,304^2 booleans at the record's row length).
+    (``create_block_mask`` without compile evaluates it on every pair: 98,304^2 at the record's row length).
     Segment ids never decrease along a row, so for a query block i and an earlier key block j < i some pair is
     allowed iff the last key's segment equals the first query's, and every pair iff the first key's segment
     equals the last query's (one segment across both blocks); the diagonal block is always partial, later key
