@@ -19,7 +19,11 @@ from golf_lit.artifact.errors import ArtifactError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_DECOMPRESSED_BYTES = 256_000_000
-"""Default cap on the decompressed size of one stream (the record payload is ~20-30 MB)."""
+"""Default cap on the decompressed size of a whole artifact, all its streams together (the record payload is
+~20-30 MB)."""
+MAX_DECODER_MEMORY = 1 << 27
+"""Cap on the memory a decoder may reserve for its window/dictionary: 128 MiB (xz preset 9e needs 64 MiB, zstd's
+default window limit is 128 MiB, brotli's window is at most 16 MiB)."""
 _PIECE = 1 << 10
 
 
@@ -74,7 +78,7 @@ def decompress(
         raise ArtifactError(f"{source}: corrupt {stream} header at byte offset 0: {e}") from e
     if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > max_bytes:
         raise too_big(source, stream, max_bytes)
-    dobj = zstandard.ZstdDecompressor().decompressobj()
+    dobj = zstandard.ZstdDecompressor(max_window_size=MAX_DECODER_MEMORY).decompressobj()
     parts: list[bytes] = []
     total = 0
     for start in range(0, len(blob), _PIECE):
@@ -244,7 +248,9 @@ def _decode_brotli(blob: bytes, source: str, stream: str, max_bytes: int) -> byt
 
 
 def _decode_lzma(blob: bytes, source: str, stream: str, max_bytes: int) -> bytes:
-    d = lzma.LZMADecompressor()
+    # Only the .xz format encode() writes; memlimit refuses a header declaring a huge dictionary before it is
+    # allocated (a 77-byte stream can ask for GiBs).
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=MAX_DECODER_MEMORY)
     parts: list[bytes] = []
     total = 0
     data = blob
