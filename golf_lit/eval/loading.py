@@ -133,8 +133,8 @@ def artifact_data_defaults(artifact: str | Path, trust: bool = False) -> tuple[d
     if foreign:
         found = {k: v for k, v in found.items() if k not in BYTE_KEYS}
         return found, (
-            f"{path} (golf-lit export, sha256 checked; its {' and '.join(foreign)} ignored: outside the bundled "
-            "sample, pass --data_from_artifact true to use them)"
+            f"{path} (golf-lit export, sha256 checked; its val_files and tokenizer ignored: {' and '.join(foreign)} "
+            "outside the bundled sample, pass --data_from_artifact true to use them)"
         )
     return found, f"{path} (golf-lit export, sha256 checked)"
 
