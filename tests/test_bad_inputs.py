@@ -324,14 +324,20 @@ HOSTILE_ROWS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def hostile(good, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hostile")
+    return {**make_hostile(root, good), "root": root}
+
+
 @pytest.mark.parametrize("argv, expect", [r[1:3] for r in HOSTILE_ROWS], ids=[r[0] for r in HOSTILE_ROWS])
-def test_hostile_artifact_or_checkpoint_is_one_line_and_touches_nothing(argv, expect, good, tmp_path, monkeypatch,
-                                                                         capsys):
+def test_hostile_artifact_or_checkpoint_is_one_line_and_touches_nothing(argv, expect, good, hostile, tmp_path,
+                                                                         monkeypatch, capsys):
     work = tmp_path / "work"
     work.mkdir()
-    files = {**make_hostile(tmp_path, good), "tmp": tmp_path}
+    files = {**hostile, "tmp": tmp_path}
     monkeypatch.chdir(work)
-    before = snapshot(tmp_path, good["root"])
+    before = snapshot(tmp_path, good["root"], hostile["root"])
     code = run_cli(argv(files))
     out, err = capsys.readouterr()
     assert code == 2, (code, err[-3000:])
@@ -339,4 +345,4 @@ def test_hostile_artifact_or_checkpoint_is_one_line_and_touches_nothing(argv, ex
     lines = [ln for ln in err.strip().splitlines() if "error" in ln.lower()]
     assert len(lines) == 1, err[-3000:]
     assert expect in lines[0], err[-3000:]
-    assert snapshot(tmp_path, good["root"]) == before
+    assert snapshot(tmp_path, good["root"], hostile["root"]) == before

@@ -217,7 +217,7 @@ def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             module = GolfLM.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except (TypeError, KeyError, RuntimeError) as exc:
+    except (TypeError, KeyError, RuntimeError, ValueError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: not a golf-lit checkpoint this version can rebuild ({first})") from None
     model = module.gpt
