@@ -9,6 +9,7 @@ a meta-device model (shapes only, no memory for the weights).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -28,6 +29,31 @@ MAX_VIRTUAL_LAYERS = 1024
 
 class ModelSizeError(ValueError):
     """A model config from a file that describes a model no 16 MB artifact can hold (the message names the file)."""
+
+
+def check_field_types(cfg: ModelConfig, source: str) -> None:
+    """Every field has its default's type (a file can hold ``"two"`` or ``2.5`` where an int belongs, which the
+    dataclass does not check) and every number is finite, ``rope_base`` positive.
+
+    Raises:
+        ModelSizeError: Naming the file and the field.
+    """
+    for f in dataclasses.fields(ModelConfig):
+        value, default = getattr(cfg, f.name), f.default
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int) or (default is None and f.name == "parallel_start_layer"):
+            ok = (value is None and default is None) or (isinstance(value, int) and not isinstance(value, bool))
+            want = "an integer" + (" or null" if default is None else "")
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            want = "a finite number"
+        else:
+            ok, want = isinstance(value, type(default)), f"a {type(default).__name__}"
+        if not ok:
+            raise ModelSizeError(f"{source}: model.{f.name} must be {want}, got {value!r}")
+    if not cfg.rope_base > 0:
+        raise ModelSizeError(f"{source}: model.rope_base must be positive, got {cfg.rope_base}")
 
 
 def lower_bound_params(cfg: ModelConfig) -> int:
@@ -54,8 +80,7 @@ def check_model_size(cfg: ModelConfig, source: str, max_params: int = MAX_PARAMS
     Raises:
         ModelSizeError: Too many layers, too deep a loop, or too many parameters.
     """
-    if not math.isfinite(float(cfg.mlp_mult)):
-        raise ModelSizeError(f"{source}: model.mlp_mult must be finite, got {cfg.mlp_mult}")
+    check_field_types(cfg, source)
     if cfg.num_layers > MAX_LAYERS:
         raise ModelSizeError(f"{source}: model.num_layers={cfg.num_layers} is more than golf-lit loads ({MAX_LAYERS})")
     virtual = cfg.num_layers + (cfg.num_loops * (cfg.loop_end - cfg.loop_start + 1) if cfg.num_loops else 0)

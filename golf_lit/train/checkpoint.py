@@ -173,21 +173,26 @@ def check_checkpoint_model(path: Path, hp: dict[str, Any], weights: dict[Any, An
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: hyper_parameters are not a valid model config: {first}") from None
     template = check_model_size(cfg, f"{path}: hyper_parameters")
-    gpt = {k[4:]: v for k, v in weights.items() if isinstance(k, str) and k.startswith("gpt.")}
-    for name, like in template.items():
-        t = gpt.get(name)
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{path}: state_dict entry 'gpt.{name}' is missing or not a tensor")
-        if tuple(t.shape) != tuple(like.shape) or not t.is_floating_point():
-            raise ValueError(
-                f"{path}: state_dict entry 'gpt.{name}' is a {str(t.dtype).removeprefix('torch.')} tensor of shape "
-                f"{tuple(t.shape)}, the hyper_parameters' model expects a float tensor of shape {tuple(like.shape)}"
-            )
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{path}: state_dict entry 'gpt.{name}' holds NaN or infinite values")
-    extra = sorted(set(gpt) - set(template))
-    if extra:
-        raise ValueError(f"{path}: unexpected state_dict entry 'gpt.{extra[0]}' (the model has no such parameter)")
+    for prefix in ("gpt.", "_forward."):  # GolfLM registers the GPT twice (``_forward`` is the compiled alias)
+        part = {k[len(prefix) :]: v for k, v in weights.items() if isinstance(k, str) and k.startswith(prefix)}
+        if prefix != "gpt." and not part:
+            continue
+        for name, like in template.items():
+            t = part.get(name)
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"{path}: state_dict entry '{prefix}{name}' is missing or not a tensor")
+            if tuple(t.shape) != tuple(like.shape) or not t.is_floating_point():
+                raise ValueError(
+                    f"{path}: state_dict entry '{prefix}{name}' is a {str(t.dtype).removeprefix('torch.')} tensor "
+                    f"of shape {tuple(t.shape)}, the hyper_parameters' model expects a float tensor of shape "
+                    f"{tuple(like.shape)}"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{path}: state_dict entry '{prefix}{name}' holds NaN or infinite values")
+        extra = sorted(set(part) - set(template))
+        if extra:
+            raise ValueError(f"{path}: unexpected state_dict entry '{prefix}{extra[0]}' (the model has no such "
+                             "parameter)")  # fmt: skip
 
 
 def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[GPT, dict[str, Any]]:
