@@ -101,8 +101,9 @@ def artifact_data_defaults(artifact: str | Path, trust: bool = False) -> tuple[d
     """Data settings recorded beside an artifact (config.json key ``data``), if they may serve as eval defaults.
 
     They are used when ``trust`` is set (``--data_from_artifact true``) or when the config.json carries
-    golf-lit's mark and the sha256 of exactly this artifact (export writes both), so a file of unknown origin
-    beside an artifact cannot choose the data it is scored on.
+    golf-lit's mark and the sha256 of exactly this artifact (export writes both). Anyone can forge both, so with
+    the mark alone ``val_files`` and ``tokenizer`` (which decide the bytes scored and how they are counted) apply
+    only when both name the bundled sample: a file of unknown origin cannot choose the data it is scored on.
 
     Returns:
         ``({"val_files", "tokenizer", "sliding.seq_len"} entries that apply (maybe none), why)``.
