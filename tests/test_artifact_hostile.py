@@ -19,7 +19,7 @@ import torch
 
 from golf_lit.artifact import ArtifactError, QuantConfig, packing, pergroup, quantize_state_dict
 from golf_lit.artifact import lqer as lqer_module
-from golf_lit.artifact.compression import compress, decode
+from golf_lit.artifact.compression import compress, decode, encode, have_lrzip
 from golf_lit.artifact.container import serialize
 from golf_lit.artifact.records import load_record_checkpoint, parse_artifact, payload_bound
 from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
@@ -328,3 +328,22 @@ def test_a_forged_golf_lit_mark_cannot_choose_data_outside_the_bundled_sample(tm
     assert artifact_data_defaults(path)[0] == {"val_files": SAMPLE_VAL_FILES, "tokenizer": SAMPLE_TOKENIZER}
     forge({"val_files": str(tmp_path / "evil" / "val_*.bin")})  # the user's explicit opt-in still works
     assert artifact_data_defaults(path, trust=True)[0] == {"val_files": str(tmp_path / "evil" / "val_*.bin")}
+
+
+@pytest.mark.skipif(not have_lrzip(), reason="lrzip is not on PATH")
+def test_lrzip_may_not_write_past_the_cap(monkeypatch):
+    import subprocess
+
+    blob = encode("lrzip", bytes(300_000))
+    limits = []
+    real = subprocess.run
+
+    def spy(*args, **kwargs):
+        limits.append(kwargs.get("preexec_fn"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", spy)
+    assert len(decode("lrzip", blob, "x.ptz", "stream 2", 300_000)) == 300_000
+    with pytest.raises(ArtifactError, match=r"^x.ptz: stream 2 decompresses to more than the cap of 100,000"):
+        decode("lrzip", blob, "x.ptz", "stream 2", 100_000)
+    assert all(limits)  # the child ran with RLIMIT_FSIZE set (cap + 1 bytes)

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import lzma
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
 import zstandard
+
+try:
+    import resource  # POSIX only: caps the size of what lrzip may write
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
 
 from golf_lit.artifact.errors import ArtifactError
 
@@ -275,10 +281,18 @@ def _lrzip(data: bytes, flags: list[str], what: str, max_bytes: int | None = Non
     exe = shutil.which("lrzip")
     if exe is None:
         raise ValueError("the lrzip binary is not on PATH (e.g. apt-get install lrzip)")
+    def cap_output() -> None:  # in the child: it cannot write a file past the cap (SIGXFSZ/EFBIG instead)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes + 1, max_bytes + 1))
+
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
         src.write_bytes(data)
-        proc = subprocess.run([exe, "-q", "-f", *flags, "-o", str(dst), str(src)], capture_output=True)
+        proc = subprocess.run([exe, "-q", "-f", *flags, "-o", str(dst), str(src)], capture_output=True,
+                              preexec_fn=cap_output if max_bytes is not None and resource else None)  # fmt: skip
+        if max_bytes is not None and proc.returncode != 0 and dst.is_file() and dst.stat().st_size > max_bytes:
+            return None
+        if max_bytes is not None and proc.returncode == -signal.SIGXFSZ:
+            return None
         if proc.returncode != 0 or not dst.is_file():
             msg = proc.stderr.decode(errors="replace").strip().splitlines()
             raise ValueError(f"lrzip {what} failed: {msg[-1] if msg else proc.returncode}")
