@@ -347,3 +347,27 @@ def test_lrzip_may_not_write_past_the_cap(monkeypatch):
     with pytest.raises(ArtifactError, match=r"^x.ptz: stream 2 decompresses to more than the cap of 100,000"):
         decode("lrzip", blob, "x.ptz", "stream 2", 100_000)
     assert all(limits)  # the child ran with RLIMIT_FSIZE set (cap + 1 bytes)
+
+
+def test_a_code_stream_expanding_past_its_declared_size_stops_in_bounded_memory():
+    """A tiny stream of 256 MiB of zeros (no content size in its header) where the manifest declares 16 bytes."""
+    import tracemalloc
+
+    import zstandard
+
+    w, m = base_wm()
+    cobj = zstandard.ZstdCompressor(level=1, write_content_size=False).compressobj()
+    zeros = bytes(1 << 20)
+    bomb = b"".join(cobj.compress(zeros) for _ in range(256)) + cobj.flush()
+    assert len(bomb) < 64_000
+    blob = pergroup_with_manifest(w, m, [["g", [["blocks.0.mlp.fc.weight.q", 1, 16, False]]]])
+    _, streams = packing.read_container(blob, "x")
+    blob = packing.write_container("pergroup", [*streams[:2], ("zstd", 0, bomb)])
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArtifactError, match=r"stream 2 \(g codes\) decompresses to more than the cap of 16 bytes"):
+            parse_artifact(blob, "x.ptz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, peak  # one decoding piece at most, not the 256 MiB
