@@ -371,3 +371,12 @@ def test_a_code_stream_expanding_past_its_declared_size_stops_in_bounded_memory(
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20, peak  # one decoding piece at most, not the 256 MiB
+
+
+def test_a_deeply_nested_config_json_is_a_one_line_refusal(tmp_path):
+    path = write_wm(tmp_path, *base_wm())
+    (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert artifact_data_defaults(path) == ({}, f"no readable {tmp_path / 'config.json'}")
+    with pytest.raises(ValueError, match=r"config.json: not a readable JSON/YAML model config \(maximum") as e:
+        find_model_config(path)
+    assert "\n" not in str(e.value)

@@ -112,7 +112,7 @@ def artifact_data_defaults(artifact: str | Path, trust: bool = False) -> tuple[d
     path = art.parent / "config.json"
     try:
         config = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: a deeply nested file
         return {}, f"no readable {path}"
     data = config.get("data") if isinstance(config, dict) else None
     if not isinstance(data, dict):
