@@ -380,3 +380,11 @@ def test_a_deeply_nested_config_json_is_a_one_line_refusal(tmp_path):
     with pytest.raises(ValueError, match=r"config.json: not a readable JSON/YAML model config \(maximum") as e:
         find_model_config(path)
     assert "\n" not in str(e.value)
+
+
+def test_a_file_larger_than_the_cap_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "big.ptz"
+    with open(path, "wb") as f:  # sparse: no disk or memory for the 1 GB
+        f.truncate(1 << 30)
+    with pytest.raises(ArtifactError, match=r"big.ptz: 1,073,741,824 bytes, more than the cap of 256,000,000"):
+        load_record_checkpoint(path, template())

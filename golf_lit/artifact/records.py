@@ -28,11 +28,14 @@ RECORD_DROPPABLE = frozenset({"blocks.0.attn.vr_lambda"})
 """Record tensors golf-lit's model does not have: the seed's layer 0 owns value-residual lambdas it never uses."""
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The file's bytes; ArtifactError naming it when it is missing or empty."""
+def read_bytes(path: str | Path, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+    """The file's bytes; ArtifactError naming it when it is missing, empty or larger than ``max_bytes``."""
     p = Path(path)
     if not p.is_file():
         raise ArtifactError(f"{p}: artifact file not found")
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise ArtifactError(f"{p}: {size:,} bytes, more than the cap of {max_bytes:,} bytes (max_decompressed_bytes)")
     data = p.read_bytes()
     if not data:
         raise ArtifactError(f"{p}: empty file (byte offset 0)")
@@ -107,7 +110,7 @@ def read_artifact(
     Raises:
         ArtifactError: Missing, unknown format, corrupt, truncated, over the cap, or the wrong container.
     """
-    return parse_artifact(read_bytes(path), str(path), max_bytes)
+    return parse_artifact(read_bytes(path, max_bytes), str(path), max_bytes)
 
 
 def _match_template(
@@ -184,7 +187,7 @@ def load_artifact_state_dict(
     Raises:
         ArtifactError: Bad file, or a tensor missing, unexpected or of the wrong shape (named).
     """
-    w, m = parse_artifact(read_bytes(path), str(path), max_bytes, template)
+    w, m = parse_artifact(read_bytes(path, max_bytes), str(path), max_bytes, template)
     return _dequantize_file(w, m, template, str(path), frozenset())
 
 
@@ -207,7 +210,7 @@ def load_record_checkpoint(
     Raises:
         ArtifactError: Unreadable file, or a tensor missing, unexpected or of the wrong shape (named).
     """
-    data = read_bytes(path)
+    data = read_bytes(path, max_bytes)
     source = str(path)
     if data[:4] != ZIP_MAGIC:
         if data[:4] not in (ZSTD_MAGIC, packing.MAGIC):
