@@ -352,3 +352,73 @@ def test_one_and_two_ranks_give_the_same_bpb(setup, tmp_path):
     assert count == one.token_count and nb == one.byte_count
     # Only the global SGD's gradient sum is reassociated across ranks (fp32, ~1e-7 relative per step).
     assert nll / (math.log(2) * nb) == pytest.approx(one.val_bpb, rel=1e-5)
+
+
+# --- compiled phased TTT: the warm-up compiles exactly what the run calls, on random tokens --------------------
+
+
+def test_compile_warmup_calls_the_same_compiled_forward_on_random_tokens(tmp_path, monkeypatch):
+    """``--phased_ttt.compile true``: one compiled forward, called by the evaluator's warm-up on random tokens and
+    then by the timed run. (torch.compile itself is replaced by a recording wrapper: inductor on this CPU takes
+    minutes; measured on the CPU, compiled and eager phased TTT agree to 5e-9 relative, docs/evaluation.md.)"""
+    from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+    from golf_lit.data.shards import load_validation_tokens
+    from golf_lit.eval.cli import parse_config
+    from golf_lit.eval.evaluator import Evaluator, RankEvaluation
+    from golf_lit.eval.strategies import phased_ttt_engine
+    from golf_lit.model.config import ModelConfig
+
+    from .conftest import write_artifact
+
+    calls: list[tuple[str, int, torch.Tensor]] = []
+    compiled: list[nn.Module] = []
+    phase = ["setup"]
+
+    class Recording(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            calls.append((phase[0], id(self), x.detach().clone()))
+            return self.model(x)
+
+    def fake_compile(model):
+        compiled.append(Recording(model))
+        return compiled[-1]
+
+    def warmup(self, ctx):
+        phase[0] = "warmup"
+        real_warmup(self, ctx)
+        phase[0] = "run"
+
+    real_warmup = RankEvaluation.warmup
+    monkeypatch.setattr(phased_ttt_engine, "compile_forward", fake_compile)
+    monkeypatch.setattr(RankEvaluation, "warmup", warmup)
+    cfg = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,
+                      bigram_vocab_size=0)
+    artifact = write_artifact(tmp_path / "a", cfg)
+    flags = ["--phased_ttt.prefix_docs", "2", "--phased_ttt.num_phases", "1", "--phased_ttt.lora_rank", "4",
+             "--phased_ttt.chunk_size", "16", "--phased_ttt.eval_seq_len", "64", "--phased_ttt.batch_size", "2",
+             "--phased_ttt.global_chunk_tokens", "128", "--phased_ttt.global_seq_len", "64"]
+    argv = ["--artifact", str(artifact), "--val_files", SAMPLE_VAL_FILES, "--tokenizer", SAMPLE_TOKENIZER,
+            "--accelerator", "cpu", "--progress", "false", "--sliding.seq_len", "64", "--max_tokens", "400",
+            "--strategy", "phased_ttt", *flags]
+    eager = Evaluator(parse_config(argv)).run()["results"][0]
+    assert not compiled and not calls  # without the option nothing is compiled or warmed up
+    out = Evaluator(parse_config([*argv, "--phased_ttt.compile", "true"])).run()
+    assert len(compiled) == 1 and {i for _, i, _ in calls} == {id(compiled[0])}  # one function, used throughout
+    assert [p for p in ("warmup", "run") if any(c[0] == p for c in calls)] == ["warmup", "run"]
+    assert out["timings"]["phases"]["warmup"] > 0
+    assert out["results"][0]["val_bpb"] == eager["val_bpb"]  # the warm-up left no trace in the scored run
+
+    def grams(x: torch.Tensor) -> set[tuple[int, ...]]:
+        return {g for row in x.tolist() for g in zip(row, row[1:], row[2:], row[3:]) if 0 not in g}
+
+    val = grams(load_validation_tokens(resolve(SAMPLE_VAL_FILES), 64)[:401][None])
+    for kind, share in (("warmup", lambda s: s < 0.02), ("run", lambda s: s > 0.98)):
+        seen = set().union(*(grams(x) for p, _, x in calls if p == kind))
+        assert share(len(seen & val) / len(seen)), kind  # warm-up windows are random tokens, never validation text
+    warm_rows = {x.size(0) for p, _, x in calls if p == "warmup"}
+    assert 1 in warm_rows and max(warm_rows) == 2  # a batch shrinking to one document, and a full batch
+    assert max(x.size(1) for p, _, x in calls if p == "warmup") == 64  # full-width windows
