@@ -12,7 +12,7 @@ all-reduces the sums, checks that exactly :meth:`Strategy.expected_targets` posi
 them under ``<log_prefix>_<label>``.
 
 Adding a strategy: a new file in this package with a ``Strategy`` subclass, and one line in
-``golf_lit/eval/strategies/__init__.py``'s ``REGISTRY`` (see docs/eval-strategies.md). A strategy must keep the
+``golf_lit/eval/strategies/__init__.py``'s ``REGISTRY`` (see docs/evaluation.md). A strategy must keep the
 four invariants of ``golf_lit.eval.invariants``; scoring through ``ctx.scorer()`` (a
 :class:`golf_lit.eval.scorer.Scorer`, as roundtrip, sliding and ttt do) enforces them at run time and reports
 every scored position to ``ctx.record``.
