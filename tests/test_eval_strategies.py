@@ -171,3 +171,30 @@ def test_a_strategy_from_its_own_file_runs_with_one_registry_line(artifact, tmp_
     monkeypatch.setitem(REGISTRY, new.Broken.name, new.Broken)
     with pytest.raises(InvariantError, match="invariant 4"):  # ctx.scorer() guards it: the middle is re-scored
         Evaluator(parse_config(["--artifact", str(artifact), *ARGS, "--strategy", "broken_halves"])).run()
+
+
+def test_eval_package_has_one_definition_of_each_shared_name_and_no_own_collectives():
+    """One PAD_ID and one IGNORE (strategies/base.py), one class per name across golf_lit/eval, and no strategy
+    reaching torch.distributed: collectives come from the context."""
+    import ast
+
+    root = Path(__file__).parents[1] / "golf_lit" / "eval"
+    constants: dict[str, list[str]] = {}
+    classes: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = str(path.relative_to(root))
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                for t in node.targets:
+                    if isinstance(t, ast.Name) and t.id in ("PAD_ID", "IGNORE"):
+                        constants.setdefault(t.id, []).append(rel)
+            elif isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, []).append(rel)
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.startswith("torch.distributed") for n in names), rel
+    assert constants == {"PAD_ID": ["strategies/base.py"], "IGNORE": ["strategies/base.py"]}
+    assert {name: where for name, where in classes.items() if len(where) > 1} == {}
+    assert classes["PhasedTTT"] == ["strategies/phased_ttt.py"]
