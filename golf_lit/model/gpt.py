@@ -107,9 +107,10 @@ class HeadTap(nn.Module):
     """Identity hook point of the output head: ``forward(logits, hidden) -> logits``.
 
     The model's declared interface to its final hidden state: ``hidden`` (B, T, ``in_features``) is the final
-    normalized hidden state, the tensor the head multiplies (after the lane mean of parallel residuals, whatever
-    the options), and ``logits`` (B, T, ``out_features``) the head's output before the softcap. A forward hook
-    here (phased TTT's head LoRA, golf_lit.eval.strategies.lora) reads one and may add to the other.
+    normalized hidden state, the tensor the head multiplies (``GPT.hidden``: with parallel residuals the lane
+    mean, or the lane ``parallel_final_lane`` picks), and ``logits`` (B, T, ``out_features``) the head's output
+    before the softcap. A forward hook here (phased TTT's head LoRA, golf_lit.eval.strategies.lora) reads one
+    and may add to the other; without hooks it is the identity on ``logits``.
     """
 
     def __init__(self, in_features: int, out_features: int) -> None:
