@@ -14,7 +14,8 @@ import torch
 from golf_lit.artifact.records import load_artifact_state_dict
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
-from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.eval.strategies.base import EvalContext
+from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 
@@ -43,7 +44,8 @@ def main(argv: list[str], baked: dict) -> int:
     model.load_state_dict(load_artifact_state_dict(args.artifact, model.state_dict()), strict=True)
     t0 = time.perf_counter()
     autocast = torch.bfloat16 if device.type == "cuda" else None
-    sums = score_roundtrip(model, tokens, luts, seq_len, args.batch_seqs, device, autocast_dtype=autocast)
+    ctx = EvalContext(model, tokens, luts, device=device, autocast_dtype=autocast)
+    sums = Roundtrip(seq_len, args.batch_seqs).score(ctx)["model"]
     ms = 1000 * (time.perf_counter() - t0)
     print(f"final_int6_roundtrip val_loss:{sums.val_loss:.4f} val_bpb:{sums.val_bpb:.4f} eval_time:{ms:.0f}ms")
     print(f"final_int6_roundtrip_exact val_loss:{sums.val_loss!r} val_bpb:{sums.val_bpb!r}")
