@@ -138,7 +138,8 @@ class RankEvaluation:
         tokens = load_validation_tokens(resolve(cfg.val_files), cfg.sliding.seq_len)
         if cfg.max_tokens is not None:
             tokens = tokens[: cfg.max_tokens + 1]
-        luts = load_byte_source(resolve(cfg.val_files), sp, vocab, tokens.numel())  # LUTs, or the CaseOps sidecar
+        luts = load_byte_source(resolve(cfg.val_files), sp, vocab, tokens.numel(),  # LUTs, or the CaseOps sidecar
+                                tokenizer_path=cfg.tokenizer)
         self.byte_files = tuple(getattr(luts, "files", ()))
         if int(tokens.max()) >= vocab:
             raise ValueError(f"val_files: token id {int(tokens.max())} is outside model.vocab_size={vocab}")

@@ -150,7 +150,8 @@ def export_model(
     sp = load_tokenizer(resolve(tokenizer_path))
     require_vocab_match(cfg.vocab_size, int(sp.vocab_size()), tokenizer_path)
     val_tokens = load_validation_tokens(resolve(val_files), seq_len, val_max_tokens)
-    luts = load_byte_source(resolve(val_files), sp, cfg.vocab_size, val_tokens.numel())  # LUTs or CaseOps sidecar
+    luts = load_byte_source(resolve(val_files), sp, cfg.vocab_size, val_tokens.numel(),  # LUTs or CaseOps sidecar
+                            tokenizer_path=tokenizer_path)
     out.mkdir(parents=True, exist_ok=True)  # after the inputs load: a bad tokenizer or shard leaves no folder
 
     report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
