@@ -23,7 +23,7 @@ from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.eval.loading import provenance
+from golf_lit.eval.loading import provenance, tokenizer_record
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.io import atomic_write_bytes, atomic_write_json, require_writable_dir
 from golf_lit.model.config import ModelConfig
@@ -181,6 +181,10 @@ def export_model(
         f"({attempt_name(result.compressor, result.level)}"
         + (f", int5 layers {list(result.int5_layers)})" if result.int5_layers else ")")
     )
+    demotion = int5_warning(result.int5_layers, quant.matrix_bits)
+    if demotion:
+        log(demotion)
+        report["warnings"] = [demotion]
     log(f"Code size: {result.code_bytes} bytes")
     log(f"Total submission size: {result.bytes_total} bytes (limit {result.limit_bytes})")
 
@@ -219,9 +223,19 @@ def export_model(
     )
     atomic_write_json(out / "submission.json", report)
     atomic_write_json(out / "config.json", {**provenance(out / ARTIFACT_NAME), "model": cfg.to_dict(),
-                                            "quant": quant.to_dict(), **(extra_config or {})})
+                                            "quant": quant.to_dict(), "tokenizer": tokenizer_record(tokenizer_path),
+                                            **(extra_config or {})})
     return report
 
+
+
+def int5_warning(int5_layers, matrix_bits: int) -> str | None:
+    """The loud log/report line of a demoted export (#24 item 5), or None when nothing was demoted."""
+    if not int5_layers:
+        return None
+    return (f"WARNING: INT5 DEMOTION: the artifact fits only with block(s) {list(int5_layers)} quantized to "
+            f"int{matrix_bits - 1} instead of int{matrix_bits}; expect a worse val_bpb than the configuration "
+            "intends (check quant.compressor / quant.pergroup_backend and the code bytes counted)")
 
 
 def main(argv: list[str] | None = None) -> int:
