@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,36 @@ def test_int5_demotion_is_a_loud_warning_in_log_and_report(tmp_path, caplog):
     assert json.loads((tmp_path / "submission.json").read_text())["warnings"] == [warning]
     assert any("INT5 DEMOTION" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert int5_warning([], 6) is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("lrzip") is None, reason="lrzip binary not on PATH (.ci/run installs it)")
+def test_top_tiny_trains_exports_and_scores_with_phased_ttt(tmp_path):
+    """#24 "Done means": the top-shaped tiny config on the bundled CaseOps sample trains, exports with GPTQ +
+    SDClip + LQER + pergroup/lrzip, and is scored with phased TTT through the eval config that belongs to it."""
+    fit = [sys.executable, "-m", "golf_lit", "fit", "--config", str(ROOT / "configs" / "top-tiny.yaml"),
+           "--trainer.max_steps", "6", "--data.val_max_tokens", "2048"]  # fmt: skip
+    out = subprocess.run(fit, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "layer_loop:enabled step:3" in out.stdout and "gptq:calibrated" in out.stdout
+    assert "INT5 DEMOTION" not in out.stdout
+    art = tmp_path / "runs" / "top-tiny" / "artifact"
+    report = json.loads((art / "submission.json").read_text())
+    assert report["fits"] and report["compressor"] == "pergroup" and report["int5_layers"] == []
+    formats = {r["name"]: r for r in report["per_tensor"]}
+    assert formats["tok_emb.weight"]["format"] == "int7" and formats["blocks.0.mlp.fc.weight"]["format"] == "int6"
+    assert formats["blocks.0.attn.attn_gate_w"]["format"] == "gate_int8"
+    assert sum(1 for r in report["per_tensor"] if r.get("lqer_rank")) == 2  # lqer_top_k
+    assert report["val_bytes"] > report["val_tokens"]  # sidecar bytes: original UTF-8, about 2 per CaseOps token
+    config = json.loads((art / "config.json").read_text())
+    assert config["tokenizer"]["path"] == CASEOPS_TOK and config["quant"]["pergroup_backend"] == "lrzip"
+    ev = [sys.executable, "-m", "golf_lit", "eval", "--config", str(ROOT / "configs" / "eval" / "top-tiny.yaml"),
+          "--artifact", str(art / ARTIFACT_NAME), "--max_tokens", "4096", "--progress", "false",
+          "--report", str(tmp_path / "eval.json")]  # fmt: skip
+    out = subprocess.run(ev, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert "byte sidecar" in result["data"]["byte_source"]
+    [phased] = [r for r in result["results"] if r["strategy"] == "phased_ttt"]
+    assert phased["tokens"] == result["num_targets"] and phased["bytes"] > phased["tokens"]
+    assert 0 < phased["val_bpb"] < 2 * report["val_bpb"]  # the same model on more text: the same ballpark
