@@ -61,20 +61,26 @@ def main() -> None:
                 p.normal_(0.0, 0.02)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     params = sum(p.numel() for p in model.parameters())
-    code = count_code_bytes(quant_opts.get("code_bytes", "auto"))
+    from golf_lit.runs.pack.build import build_packed
+
+    readable = count_code_bytes("auto").total  # the package's scorer sources as they are
+    seq_len = int(yaml.safe_load(Path(args.config).read_text())["data"]["train_seq_len"])
+    packed = len(build_packed(model.cfg, seq_len).script)  # quant.code_bytes: packed
     rows = []
     for packing in [p for p in args.packings.split(",") if p]:
         opts = {**quant_opts, "gptq": False, "compressor": packing, "int5_demotion": False}
         cfg = QuantConfig(**opts)
         t0 = time.perf_counter()
-        result = build_artifact(sd, cfg, code)
+        result = build_artifact(sd, QuantConfig(**{**opts, "code_bytes": 0}), 0)
+        limit = cfg.artifact_limit_bytes
         row = {"packing": packing, "backend": cfg.pergroup_backend if packing == "pergroup" else None,
-               "bytes_model": result.bytes_model, "bytes_code": result.code_bytes,
-               "bytes_total": result.bytes_total, "fits": result.fits, "seconds": round(time.perf_counter() - t0, 1)}
+               "bytes_model": result.bytes_model, "code_readable": readable, "code_packed": packed,
+               "total_readable": result.bytes_model + readable, "total_packed": result.bytes_model + packed,
+               "fits_packed": result.bytes_model + packed <= limit, "seconds": round(time.perf_counter() - t0, 1)}
         rows.append(row)
         print(row, flush=True)
     atomic_write_json(Path(args.out), {"config": args.config, "parameters": params, "quant": quant_opts,
-                                       "gptq": False, "code_source": code.source, "rows": rows})
+                                       "gptq": False, "rows": rows})
     print(f"wrote {args.out}")
 
 
