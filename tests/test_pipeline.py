@@ -114,7 +114,7 @@ def test_top_tiny_trains_exports_and_scores_with_phased_ttt(tmp_path):
     """#24 "Done means": the top-shaped tiny config on the bundled CaseOps sample trains, exports with GPTQ +
     SDClip + LQER + pergroup/lrzip, and is scored with phased TTT through the eval config that belongs to it."""
     fit = [sys.executable, "-m", "golf_lit", "fit", "--config", str(ROOT / "configs" / "top-tiny.yaml"),
-           "--trainer.max_steps", "6", "--data.val_max_tokens", "2048"]  # fmt: skip
+           "--trainer.max_steps", "6", "--data.val_max_tokens", "1024"]  # fmt: skip
     out = subprocess.run(fit, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "layer_loop:enabled step:3" in out.stdout and "gptq:calibrated" in out.stdout
@@ -130,7 +130,7 @@ def test_top_tiny_trains_exports_and_scores_with_phased_ttt(tmp_path):
     config = json.loads((art / "config.json").read_text())
     assert config["tokenizer"]["path"] == CASEOPS_TOK and config["quant"]["pergroup_backend"] == "lrzip"
     ev = [sys.executable, "-m", "golf_lit", "eval", "--config", str(ROOT / "configs" / "eval" / "top-tiny.yaml"),
-          "--artifact", str(art / ARTIFACT_NAME), "--max_tokens", "4096", "--progress", "false",
+          "--artifact", str(art / ARTIFACT_NAME), "--max_tokens", "2048", "--progress", "false",
           "--report", str(tmp_path / "eval.json")]  # fmt: skip
     out = subprocess.run(ev, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
