@@ -18,6 +18,7 @@ from golf_lit.data.byte_source import (
     load_byte_source,
     surface_bytes,
     target_bytes,
+    verify_sidecar,
 )
 from golf_lit.data.datamodule import GolfDataModule
 from golf_lit.data.encode import tokenize_documents
@@ -222,3 +223,26 @@ def test_sidecar_recomputation_is_exact_where_the_normalizer_changes_nothing(cas
         worst = max(worst, abs(recomputed - len(text.encode("utf-8"))) / len(text.encode("utf-8")))
     assert exact >= 0.75 * len(texts)  # 49 of 60; the rest differ by what the normalizer changed
     assert 0 < worst < DOC_TOLERANCE[1] / 10  # the tolerance is far above the normalizer's effect (1.3 %)
+
+
+def test_sidecar_check_keeps_escaped_literal_markers_and_passes_honest_counts():
+    """A literal marker character in the text is ESC + marker: the marker then carries its own 3 bytes."""
+    from golf_lit.data.caseops import ESC, TITLE
+    from golf_lit.data.encode import encode_chunk_caseops
+
+    tok = resolve("sample:tokenizers/fineweb_1024_bpe_caseops.model")
+    sp = load_tokenizer(tok)
+    texts = [f"A literal {TITLE} and {ESC}{ESC} in Some Text.", "PLAIN words", f"{ESC}"]
+    lines = [json.dumps({"text": t}) for t in texts]
+    tokens, counts = encode_chunk_caseops(("docs.jsonl", 1, lines, 0), sp, int(sp.bos_id()))
+    tokens, counts = tokens.astype(np.int64), counts.astype(np.int64)
+    assert int(counts.sum()) == sum(len(t.encode("utf-8")) for t in texts)
+    esc = int(sp.piece_to_id(ESC))
+    assert int((tokens == esc).sum()) >= 4  # three escapes and one literal ESC
+    verify_sidecar(tokens, counts, sp, int(sp.bos_id()), ("side.bin",))  # honest counts pass
+    literal = np.flatnonzero((tokens[:-1] == esc) & (tokens[1:] == int(sp.piece_to_id(TITLE))))[0] + 1
+    assert counts[literal] == 3
+    moved = counts.copy()
+    moved[literal], moved[literal - 1] = 0, 3  # the literal's bytes on its escaping ESC: a marker must count 0
+    with pytest.raises(SidecarMismatchError, match=r"side.bin: document 0 gives a CaseOps marker"):
+        verify_sidecar(tokens, moved, sp, int(sp.bos_id()), ("side.bin",))

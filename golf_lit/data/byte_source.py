@@ -122,14 +122,10 @@ def surface_bytes(sp) -> tuple[np.ndarray, np.ndarray]:
 def _escaped(tokens: np.ndarray, is_marker: np.ndarray, esc_id: int) -> np.ndarray:
     """True at every marker token that is an escaped literal (the marker right after an escaping ESC)."""
     out = np.zeros(tokens.size, dtype=np.bool_)
-    escaping, prev = False, -2
-    for i in np.flatnonzero(is_marker):  # markers are rare: a loop over them only
+    for i in np.flatnonzero(tokens[:-1] == esc_id):  # ESC is rare (a literal marker character in the text)
         i = int(i)
-        if escaping and i - 1 == prev:
-            out[i], escaping = True, False
-        else:
-            escaping = int(tokens[i]) == esc_id
-        prev = i
+        if not out[i] and is_marker[i + 1]:  # an ESC that is itself a literal escapes nothing
+            out[i + 1] = True
     return out
 
 
