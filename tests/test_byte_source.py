@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from golf_lit.data.byte_source import SidecarBytes, load_byte_source, target_bytes
+from golf_lit.data.byte_source import (
+    DOC_TOLERANCE,
+    SidecarBytes,
+    SidecarMismatchError,
+    load_byte_source,
+    surface_bytes,
+    target_bytes,
+    verify_sidecar,
+)
 from golf_lit.data.datamodule import GolfDataModule
 from golf_lit.data.encode import tokenize_documents
 from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
@@ -81,9 +89,71 @@ def test_sidecar_of_the_wrong_length_is_refused(caseops_data, tmp_path):
     write_shard(side, np.asarray(load_shard(side))[:-1])
     with pytest.raises(ValueError, match="fineweb_val_bytes_000001.bin holds .* counts but its token shard"):
         load_byte_source(str(tmp_path / "fineweb_val_*.bin"), load_tokenizer(tok), 400)
-    # a sidecar beside plain shards is used even with a plain tokenizer, and checked the same way
-    with pytest.raises(ValueError, match="holds"):
-        load_byte_source(str(tmp_path / "fineweb_val_*.bin"), load_tokenizer(resolve(SAMPLE_TOKENIZER)), 1024)
+
+
+def test_stray_sidecar_beside_plain_shards_is_refused_naming_it(tmp_path):
+    """A sidecar claiming twice the bytes would halve the bpb (#24 item 8): with a plain tokenizer it is refused."""
+    shard = Path(resolve(SAMPLE_VAL_FILES)).with_name("fineweb_val_000000.bin")
+    shutil.copy(shard, tmp_path / shard.name)
+    tokens = np.asarray(load_shard(shard))
+    write_shard(tmp_path / "fineweb_val_bytes_000000.bin", np.full(tokens.size, 8, np.uint16))
+    tok = resolve(SAMPLE_TOKENIZER)
+    with pytest.raises(ValueError, match=r"byte sidecar .*fineweb_val_bytes_000000.bin lies beside .* tokenizer "
+                                         r".*fineweb_1024_bpe.model is not a CaseOps tokenizer"):
+        load_byte_source(str(tmp_path / "fineweb_val_*.bin"), load_tokenizer(tok), 1024, tokenizer_path=tok)
+    dm = GolfDataModule(train_files=str(tmp_path / "fineweb_val_*.bin"), val_files=str(tmp_path / "fineweb_val_*.bin"),
+                        tokenizer_path=tok, train_batch_tokens=8 * 64, train_seq_len=64, val_batch_tokens=8 * 64)
+    with pytest.raises(ValueError, match="fineweb_val_bytes_000000.bin lies beside"):
+        dm.setup("validate")
+
+
+def _forged(caseops_data, tmp_path, forge) -> tuple[str, Path]:
+    """The CaseOps val shards copied to ``tmp_path`` with the sidecar counts replaced by ``forge(counts)``."""
+    tok, data, _ = caseops_data
+    for f in data.glob("fineweb_val_*.bin"):
+        shutil.copy(f, tmp_path / f.name)
+    sides = sorted(tmp_path.glob("fineweb_val_bytes_*.bin"))
+    counts = np.concatenate([np.asarray(load_shard(f)).astype(np.int64) for f in sides])
+    tokens = np.concatenate([np.asarray(load_shard(f)) for f in sorted(tmp_path.glob("fineweb_val_0*.bin"))])
+    new = forge(counts, tokens)
+    at = 0
+    for f in sides:
+        n = int(load_shard(f).size)
+        write_shard(f, new[at : at + n].astype(np.uint16))
+        at += n
+    return str(tmp_path / "fineweb_val_*.bin"), tok
+
+
+def test_sidecar_claiming_twice_the_bytes_is_refused(caseops_data, tmp_path):
+    pattern, tok = _forged(caseops_data, tmp_path, lambda c, t: 2 * c)
+    with pytest.raises(SidecarMismatchError, match=r"fineweb_val_bytes_000000.bin: document 0 claims (\d+) original "
+                                                   r"bytes but its tokens decode to"):
+        load_byte_source(pattern, load_tokenizer(tok), 400)
+
+
+def test_sidecar_verified_per_document_names_the_shard_and_document(caseops_data, tmp_path):
+    """One late document given twice its bytes: its index and the sidecar shard it starts in are named."""
+    tok, data, _ = caseops_data
+    first = int(load_shard(data / "fineweb_val_000000.bin").size)
+
+    def forge(counts, tokens):
+        starts = np.flatnonzero(tokens == 1)
+        k = int(np.searchsorted(starts, first))  # the first document starting in the second shard
+        s, e = starts[k], starts[k + 1]
+        counts = counts.copy()
+        counts[s + 1 : e] *= 2
+        forge.doc = k
+        return counts
+
+    pattern, _ = _forged(caseops_data, tmp_path, forge)
+    with pytest.raises(SidecarMismatchError, match=rf"fineweb_val_bytes_000001.bin: document {forge.doc} claims"):
+        load_byte_source(pattern, load_tokenizer(tok), 400)
+
+
+def test_sidecar_shifted_by_one_token_is_refused_at_a_bos(caseops_data, tmp_path):
+    pattern, tok = _forged(caseops_data, tmp_path, lambda c, t: np.roll(c, 1))
+    with pytest.raises(SidecarMismatchError, match=r"document \d+ gives BOS .* expected 0"):
+        load_byte_source(pattern, load_tokenizer(tok), 400)
 
 
 class _Uniform(torch.nn.Module):
@@ -127,3 +197,53 @@ def test_plain_metric_and_datamodule_unchanged(sample_luts):
     sp = load_tokenizer(resolve(SAMPLE_TOKENIZER))
     ref = build_byte_luts(sp, 1024)
     assert torch.equal(ref.base_bytes, sample_luts.base_bytes)
+
+
+def test_sidecar_recomputation_is_exact_where_the_normalizer_changes_nothing(caseops_data):
+    """The recomputed bytes are the decoded pieces' UTF-8 length without the control markers; per document they
+    equal the sidecar's sum (the original text's length) wherever nmt_nfkc left the text unchanged."""
+    from golf_lit.data import caseops
+
+    tok, data, texts = caseops_data
+    sp = load_tokenizer(tok)
+    tokens = np.concatenate([np.asarray(load_shard(f)) for f in sorted(data.glob("fineweb_val_0*.bin"))])
+    counts = np.concatenate([np.asarray(load_shard(f)).astype(np.int64)
+                             for f in sorted(data.glob("fineweb_val_bytes_*.bin"))])
+    starts = np.append(np.flatnonzero(tokens == 1), tokens.size)
+    size, marker = surface_bytes(sp)
+    exact, worst = 0, 0.0
+    for d, text in enumerate(texts):
+        ids = tokens[starts[d] + 1 : starts[d + 1]].astype(np.int64)
+        decoded = caseops.decode(sp.decode(ids.tolist()))
+        recomputed = int(size[ids].sum()) - 3 * int(marker[ids].sum())  # no literal marker characters here
+        assert recomputed == len(decoded.encode("utf-8"))
+        assert int(counts[starts[d] : starts[d + 1]].sum()) == len(text.encode("utf-8"))
+        if decoded == text:
+            assert recomputed == len(text.encode("utf-8"))
+        exact += recomputed == len(text.encode("utf-8"))
+        worst = max(worst, abs(recomputed - len(text.encode("utf-8"))) / len(text.encode("utf-8")))
+    assert exact >= 0.75 * len(texts)  # 49 of 60; the rest differ by what the normalizer changed
+    assert 0 < worst < DOC_TOLERANCE[1] / 10  # the tolerance is far above the normalizer's effect (1.3 %)
+
+
+def test_sidecar_check_keeps_escaped_literal_markers_and_passes_honest_counts():
+    """A literal marker character in the text is ESC + marker: the marker then carries its own 3 bytes."""
+    from golf_lit.data.caseops import ESC, TITLE
+    from golf_lit.data.encode import encode_chunk_caseops
+
+    tok = resolve("sample:tokenizers/fineweb_1024_bpe_caseops.model")
+    sp = load_tokenizer(tok)
+    texts = [f"A literal {TITLE} and {ESC}{ESC} in Some Text.", "PLAIN words", f"{ESC}"]
+    lines = [json.dumps({"text": t}) for t in texts]
+    tokens, counts = encode_chunk_caseops(("docs.jsonl", 1, lines, 0), sp, int(sp.bos_id()))
+    tokens, counts = tokens.astype(np.int64), counts.astype(np.int64)
+    assert int(counts.sum()) == sum(len(t.encode("utf-8")) for t in texts)
+    esc = int(sp.piece_to_id(ESC))
+    assert int((tokens == esc).sum()) >= 4  # three escapes and one literal ESC
+    verify_sidecar(tokens, counts, sp, int(sp.bos_id()), ("side.bin",))  # honest counts pass
+    literal = np.flatnonzero((tokens[:-1] == esc) & (tokens[1:] == int(sp.piece_to_id(TITLE))))[0] + 1
+    assert counts[literal] == 3
+    moved = counts.copy()
+    moved[literal], moved[literal - 1] = 0, 3  # the literal's bytes on its escaping ESC: a marker must count 0
+    with pytest.raises(SidecarMismatchError, match=r"side.bin: document 0 gives a CaseOps marker"):
+        verify_sidecar(tokens, moved, sp, int(sp.bos_id()), ("side.bin",))

@@ -236,3 +236,33 @@ def test_codec_level_truncation_is_named(codec: str) -> None:
     assert compression.decode(codec, blob, "f.ptz", "stream 2 (mlp.fc.weight codes)") == raw
     with pytest.raises(ArtifactError, match=r"f.ptz: truncated stream 2 \(mlp.fc.weight codes\)"):
         compression.decode(codec, blob[: len(blob) - 5], "f.ptz", "stream 2 (mlp.fc.weight codes)")
+
+
+_NO_LRZIP = "lrzip binary not on PATH (.ci/run installs the Debian package lrzip; apt-get install lrzip)"
+
+
+@pytest.mark.skipif(not compression.have_lrzip(), reason=_NO_LRZIP)
+def test_lrzip_codec_roundtrips_byte_exactly() -> None:
+    """The back-end configs/top.yaml selects (#24 item 5): every byte back, corrupt and over-cap streams named."""
+    g = torch.Generator().manual_seed(1)
+    codes = (torch.randn(70_000, generator=g) * 6).round().clamp(-31, 31).to(torch.int8).numpy().tobytes()
+    for raw in (codes, bytes(range(256)) * 50, b"\x00", b""):
+        blob = compression.encode("lrzip", raw)
+        assert compression.decode("lrzip", blob, "f.ptz", "stream 2") == raw
+    blob = compression.encode("lrzip", codes)
+    assert len(blob) < 0.7 * len(codes)  # Gaussian int6 codes: about 4.6 of 8 bits each
+    with pytest.raises(ArtifactError, match=r"f.ptz: stream 2 \(x\) decompresses to more than the cap of 1,000"):
+        compression.decode("lrzip", blob, "f.ptz", "stream 2 (x)", max_bytes=1_000)
+    with pytest.raises(ArtifactError, match=r"f.ptz: corrupt stream 2 \(x\): lrzip decompress failed"):
+        compression.decode("lrzip", blob[: len(blob) // 2], "f.ptz", "stream 2 (x)")
+
+
+@pytest.mark.skipif(not compression.have_lrzip(), reason=_NO_LRZIP)
+def test_pergroup_lrzip_artifact_roundtrips_every_tensor(quantized) -> None:
+    w, m = quantized
+    blob = pack(w, m, "pergroup", "lrzip")
+    _, streams = read_container(blob, "x")
+    assert [c for c, _, _ in streams[2:]] == ["lrzip"] * (len(streams) - 2) and len(streams) > 2
+    w2, m2 = parse_artifact(blob, "x")
+    _same(w, w2)
+    assert m2 == m

@@ -213,6 +213,9 @@ def build_artifact(
                 break
         if fits:
             break
+    if fits and int5:
+        log.warning("INT5 DEMOTION: the artifact fits only with block(s) %s quantized one bit below "
+                    "quant.matrix_bits=%d", list(int5), cfg.matrix_bits)
     return ArtifactResult(
         blob=blob,
         level=level,

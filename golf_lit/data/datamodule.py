@@ -201,7 +201,8 @@ class GolfDataModule(L.LightningDataModule):
             self.stream = TokenStream(resolve(self.train_files))
         check_dataset(resolve(self.val_files))
         self.val_tokens = load_validation_tokens(resolve(self.val_files), self.train_seq_len, self.val_max_tokens)
-        self.luts = load_byte_source(resolve(self.val_files), sp, self.vocab_size, self.val_tokens.numel())
+        self.luts = load_byte_source(resolve(self.val_files), sp, self.vocab_size, self.val_tokens.numel(),
+                                     tokenizer_path=self.tokenizer_path)
 
     def _train_stream(self, start_step: int) -> TrainStream:
         return TrainStream(

@@ -27,7 +27,7 @@ from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.budget import EvalBudget
 from golf_lit.eval.config import EvalConfig
-from golf_lit.eval.loading import find_model_config, load_model
+from golf_lit.eval.loading import find_model_config, load_model, require_tokenizer_match
 from golf_lit.eval.report import (
     check_output_path,
     data_line,
@@ -134,11 +134,13 @@ class RankEvaluation:
         vocab = self.model_config.vocab_size
         sp = load_tokenizer(resolve(cfg.tokenizer))
         require_vocab_match(vocab, int(sp.vocab_size()), cfg.tokenizer)
+        require_tokenizer_match(cfg.artifact, cfg.tokenizer)  # the sha256 export recorded, if any
         check_dataset(resolve(cfg.val_files))  # sizes and header counts against a tokenize manifest, if any
         tokens = load_validation_tokens(resolve(cfg.val_files), cfg.sliding.seq_len)
         if cfg.max_tokens is not None:
             tokens = tokens[: cfg.max_tokens + 1]
-        luts = load_byte_source(resolve(cfg.val_files), sp, vocab, tokens.numel())  # LUTs, or the CaseOps sidecar
+        luts = load_byte_source(resolve(cfg.val_files), sp, vocab, tokens.numel(),  # LUTs, or the CaseOps sidecar
+                                tokenizer_path=cfg.tokenizer)
         self.byte_files = tuple(getattr(luts, "files", ()))
         if int(tokens.max()) >= vocab:
             raise ValueError(f"val_files: token id {int(tokens.max())} is outside model.vocab_size={vocab}")

@@ -48,6 +48,38 @@ def provenance(artifact: str | Path) -> dict[str, str]:
     return {"written_by": WRITTEN_BY, "artifact": Path(artifact).name, "artifact_sha256": file_sha256(artifact)}
 
 
+def tokenizer_record(tokenizer: str | Path) -> dict[str, Any]:
+    """What export records about the tokenizer in config.json (key ``tokenizer``): its path and sha256."""
+    path = Path(resolve(str(tokenizer)))
+    return {"path": str(tokenizer), "sha256": file_sha256(path)}
+
+
+def require_tokenizer_match(artifact: str | Path, tokenizer: str | Path) -> None:
+    """Refuse to score with a tokenizer other than the one the artifact was exported with (#24 item 3).
+
+    Two tokenizers of the same size pass the vocabulary check, yet one's token ids mean nothing to a model trained
+    on the other (e.g. plain SP8192 and CaseOps SP8192). The config.json beside the artifact records the
+    tokenizer's sha256 (``tokenizer.sha256``, written by export); without one, nothing is checked.
+
+    Raises:
+        ValueError: naming both tokenizer files when the sha256 differs.
+    """
+    path = Path(resolve(str(artifact))).parent / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    record = config.get("tokenizer") if isinstance(config, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return
+    if file_sha256(resolve(str(tokenizer))) != record["sha256"]:
+        raise ValueError(
+            f"tokenizer {tokenizer} is not the one the artifact was exported with: {path} records "
+            f"{record.get('path')} (sha256 {record['sha256'][:12]}...); the same vocabulary size is not enough, "
+            "token ids of one tokenizer mean nothing to a model trained on another"
+        )
+
+
 def load_model_config_file(path: str | Path) -> ModelConfig:
     """ModelConfig from a JSON/YAML file: its ``model`` entry (export's ``config.json``) or the whole mapping.
 

@@ -21,7 +21,7 @@ from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
 from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.eval.loading import provenance
+from golf_lit.eval.loading import provenance, tokenizer_record
 from golf_lit.eval.scorer import MODEL
 from golf_lit.eval.strategies import EvalContext
 from golf_lit.eval.strategies.roundtrip import Roundtrip
@@ -151,7 +151,8 @@ def export_model(
     sp = load_tokenizer(resolve(tokenizer_path))
     require_vocab_match(cfg.vocab_size, int(sp.vocab_size()), tokenizer_path)
     val_tokens = load_validation_tokens(resolve(val_files), seq_len, val_max_tokens)
-    luts = load_byte_source(resolve(val_files), sp, cfg.vocab_size, val_tokens.numel())  # LUTs or CaseOps sidecar
+    luts = load_byte_source(resolve(val_files), sp, cfg.vocab_size, val_tokens.numel(),  # LUTs or CaseOps sidecar
+                            tokenizer_path=tokenizer_path)
     out.mkdir(parents=True, exist_ok=True)  # after the inputs load: a bad tokenizer or shard leaves no folder
 
     report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
@@ -181,6 +182,10 @@ def export_model(
         f"({attempt_name(result.compressor, result.level)}"
         + (f", int5 layers {list(result.int5_layers)})" if result.int5_layers else ")")
     )
+    demotion = int5_warning(result.int5_layers, quant.matrix_bits)
+    if demotion:
+        log(demotion)
+        report["warnings"] = [demotion]
     log(f"Code size: {result.code_bytes} bytes")
     log(f"Total submission size: {result.bytes_total} bytes (limit {result.limit_bytes})")
 
@@ -219,7 +224,8 @@ def export_model(
     )
     atomic_write_json(out / "submission.json", report)
     atomic_write_json(out / "config.json", {**provenance(out / ARTIFACT_NAME), "model": cfg.to_dict(),
-                                            "quant": quant.to_dict(), **(extra_config or {})})
+                                            "quant": quant.to_dict(), "tokenizer": tokenizer_record(tokenizer_path),
+                                            **(extra_config or {})})
     return report
 
 
@@ -273,6 +279,15 @@ def recorded_quant(ckpt: dict[str, Any]) -> dict[str, Any] | None:
         if str(key).startswith("ArtifactExport") and isinstance(state, dict) and isinstance(state.get("quant"), dict):
             return {k: v for k, v in state["quant"].items() if k in names}
     return None
+
+
+def int5_warning(int5_layers, matrix_bits: int) -> str | None:
+    """The loud log/report line of a demoted export (#24 item 5), or None when nothing was demoted."""
+    if not int5_layers:
+        return None
+    return (f"WARNING: INT5 DEMOTION: the artifact fits only with block(s) {list(int5_layers)} quantized to "
+            f"int{matrix_bits - 1} instead of int{matrix_bits}; expect a worse val_bpb than the configuration "
+            "intends (check quant.compressor / quant.pergroup_backend and the code bytes counted)")
 
 
 def main(argv: list[str] | None = None) -> int:
