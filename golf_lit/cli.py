@@ -58,12 +58,13 @@ def run_lightning(argv: list[str]) -> int:
     from jsonargparse import set_docstring_parse_options
 
     from golf_lit.data.datamodule import GolfDataModule
-    from golf_lit.train.cli import GolfCLI, alias_short_callback_paths
+    from golf_lit.train.cli import GolfCLI, alias_short_callback_paths, check_class_paths_in_args
     from golf_lit.train.module import GolfLM
 
     set_docstring_parse_options(attribute_docstrings=True)
     check_config_files(argv)
     alias_short_callback_paths()
+    check_class_paths_in_args(argv)
     # From the console, let LightningCLI read sys.argv itself: Lightning's DDP launcher re-runs sys.argv to start
     # the other ranks, so it must stay intact. Programmatic calls pass their own arguments.
     from_console = argv == sys.argv[1:]

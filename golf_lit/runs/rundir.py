@@ -3,12 +3,14 @@
 Layout written by ``golf-lit seeds`` (one directory per seed)::
 
     RUN_DIR/fit_config.yaml       the resolved ``golf-lit fit`` config the run used (seed and paths included)
-    RUN_DIR/train.log             the full console output of ``golf-lit fit``
+    RUN_DIR/train.log             the train log ``golf-lit fit`` writes itself (record-shaped lines)
+    RUN_DIR/fit.out               the full console output of ``golf-lit fit``
     RUN_DIR/artifact/             final_model.int6.ptz, submission.json, config.json (+ packed_eval.py)
     RUN_DIR/eval.json, eval.log   the ``golf-lit eval`` report and console output
 
-A directory written by a plain ``golf-lit fit`` works too when its console output was saved as ``train.log``;
-its resolved config is then the ``config.yaml`` LightningCLI saved under ``lightning_logs/``.
+A directory written by a plain ``golf-lit fit`` works too (it writes ``train.log`` into its
+``trainer.default_root_dir``); its resolved config is then the ``config.yaml`` LightningCLI saved under
+``lightning_logs/``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import yaml
 
 FIT_CONFIG = "fit_config.yaml"
 TRAIN_LOG = "train.log"
+FIT_CONSOLE = "fit.out"
 EVAL_LOG = "eval.log"
 EVAL_REPORT = "eval.json"
 ARTIFACT_DIR = "artifact"

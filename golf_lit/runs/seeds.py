@@ -32,7 +32,7 @@ from golf_lit.runs.rundir import (
     EVAL_LOG,
     EVAL_REPORT,
     FIT_CONFIG,
-    TRAIN_LOG,
+    FIT_CONSOLE,
     Run,
     RunError,
     check_same_config,
@@ -115,8 +115,8 @@ def run_seed(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | 
         return load_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg_path, dump_config(cfg))
-    log(f"seed {seed}: training ({run_dir / TRAIN_LOG})")
-    _run_logged(golf_lit_command("fit", "--config", str(cfg_path)), run_dir / TRAIN_LOG, f"seed {seed}: fit")
+    log(f"seed {seed}: training ({run_dir / FIT_CONSOLE}; fit writes its own train.log there)")
+    _run_logged(golf_lit_command("fit", "--config", str(cfg_path)), run_dir / FIT_CONSOLE, f"seed {seed}: fit")
     artifact = run_dir / ARTIFACT_DIR / "final_model.int6.ptz"
     log(f"seed {seed}: scoring ({run_dir / EVAL_LOG})")
     cmd = golf_lit_command("eval", "--artifact", str(artifact), "--report", str(run_dir / EVAL_REPORT), *eval_args)
