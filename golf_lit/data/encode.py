@@ -33,7 +33,7 @@ import numpy as np
 
 from golf_lit.data.manifest import MANIFEST_NAME, write_manifest
 from golf_lit.data.shards import MAX_TOKEN_ID, SIDECAR_PREFIX, write_shard
-from golf_lit.io import require_writable_dir
+from golf_lit.io import FolderLock, require_writable_dir
 
 DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
 DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (docs/record-stack.md §2.1)
@@ -340,16 +340,33 @@ def tokenize_documents(
             "(train-tokenizer --caseops)" if caseops else
             f"tokenizer {tokenizer} is a CaseOps tokenizer (it holds the marker pieces); pass --caseops"
         )
+    _refuse_existing_shards(out_dir, overwrite)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
+    require_writable_dir(out_dir, "--out")  # checked, not created: a bad docs file leaves no folder behind
+    out_dir = out_dir.resolve()
+    # A second tokenize into the same --out is refused while this one runs (the lock is a sibling file, so it
+    # stays put when the finished folder is renamed into place).
+    lock = FolderLock(out_dir, "--out").acquire()
+    try:
+        _refuse_existing_shards(out_dir, overwrite)  # again: another run may have finished in between
+        return _tokenize_locked(out_dir, docs_path, tokenizer, sp, bos_id, num_val_docs, shard_tokens, workers,
+                                chunk_docs, progress, caseops)
+    finally:
+        lock.release()
+
+
+def _refuse_existing_shards(out_dir: Path, overwrite: bool) -> None:
     existing = sorted(out_dir.glob("fineweb_*_[0-9]*.bin")) if out_dir.is_dir() else []
     if existing and not overwrite:
         raise FileExistsError(
             f"{out_dir} already holds {len(existing)} shard(s) (e.g. {existing[0].name}); "
             f"pass --overwrite to replace them or choose another --out"
         )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
-    require_writable_dir(out_dir, "--out")  # checked, not created: a bad docs file leaves no folder behind
-    out_dir = out_dir.resolve()
+
+
+def _tokenize_locked(out_dir, docs_path, tokenizer, sp, bos_id, num_val_docs, shard_tokens, workers, chunk_docs,
+                     progress, caseops) -> TokenizeReport:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Everything is built in a temporary sibling and moved into place only once complete (see _move_into_place).
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

@@ -6,7 +6,10 @@ Used by the ``ArtifactExport`` callback after ``fit`` and by ``golf-lit export -
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +17,7 @@ from typing import Any
 
 import torch
 
-from golf_lit.artifact import CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
+from golf_lit.artifact import ArtifactBudgetError, CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
 from golf_lit.artifact.budget import attempt_name
 from golf_lit.artifact.calibrate import calibrate
 from golf_lit.cli import normalize_options
@@ -25,7 +28,7 @@ from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.loading import provenance
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
-from golf_lit.io import atomic_write_bytes, atomic_write_json, require_writable_dir
+from golf_lit.io import FolderLock, atomic_write_bytes, atomic_write_json, require_writable_dir
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 from golf_lit.train.checkpoint import load_checkpoint_model
@@ -152,7 +155,28 @@ def export_model(
     val_tokens = load_validation_tokens(resolve(val_files), seq_len, val_max_tokens)
     luts = load_byte_source(resolve(val_files), sp, cfg.vocab_size, val_tokens.numel())  # LUTs or CaseOps sidecar
     out.mkdir(parents=True, exist_ok=True)  # after the inputs load: a bad tokenizer or shard leaves no folder
+    # Everything is built in a temporary folder inside `out` and moved in at the end, the artifact last: an
+    # interrupted export (Ctrl-C, SIGTERM, a full disk) never leaves an artifact without its config.json and
+    # submission.json, and never touches the previous export's files.
+    stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out))
+    try:
+        report = _export_into(stage, model, cfg, quant, val_tokens, luts, seq_len, batch_seqs, device, val_files,
+                              eval_pre_quant, extra_config, extra_report, log, train_files, training_time)
+        for name in sorted(p.name for p in stage.iterdir() if p.name != ARTIFACT_NAME) + [ARTIFACT_NAME]:
+            os.replace(stage / name, out / name)
+    except ArtifactBudgetError as exc:  # keep the over-budget blob beside the good artifact, as save_artifact says
+        kept = out / exc.over_budget_path.name
+        os.replace(exc.over_budget_path, kept)
+        raise ArtifactBudgetError(str(exc).replace(str(stage), str(out)), exc.result, kept) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return report
 
+
+def _export_into(stage, model, cfg, quant, val_tokens, luts, seq_len, batch_seqs, device, val_files, eval_pre_quant,
+                 extra_config, extra_report, log, train_files, training_time) -> dict[str, Any]:
+    """The body of :func:`export_model`, writing into the temporary folder ``stage``."""
+    out = stage
     report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
     if eval_pre_quant:
         sums, secs = _score(model, val_tokens, luts, seq_len, batch_seqs, device)
@@ -296,18 +320,22 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(clock, dict) and "elapsed_ms" in clock
         else None
     )
-    report = export_model(
-        model.to(args.device),
-        out,
-        quant=quant,
-        val_files=args.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
-        tokenizer_path=args.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
-        seq_len=int(data_hp.get("train_seq_len", 2048)),
-        val_max_tokens=args.val_max_tokens if args.val_max_tokens is not None else data_hp.get("val_max_tokens"),
-        eval_pre_quant=not args.no_pre_quant_eval,
-        extra_config={"checkpoint": str(args.ckpt), "data": data_hp},
-        train_files=data_hp.get("train_files"),
-        training_time=training_time,
-    )
+    lock = FolderLock(out, "--out").acquire()  # a second export into the same folder is refused by name
+    try:
+        report = export_model(
+            model.to(args.device),
+            out,
+            quant=quant,
+            val_files=args.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
+            tokenizer_path=args.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
+            seq_len=int(data_hp.get("train_seq_len", 2048)),
+            val_max_tokens=args.val_max_tokens if args.val_max_tokens is not None else data_hp.get("val_max_tokens"),
+            eval_pre_quant=not args.no_pre_quant_eval,
+            extra_config={"checkpoint": str(args.ckpt), "data": data_hp},
+            train_files=data_hp.get("train_files"),
+            training_time=training_time,
+        )
+    finally:
+        lock.release()
     print(f"wrote {out}/{ARTIFACT_NAME} ({report['bytes_total']} bytes with code) and {out}/submission.json")
     return 0
