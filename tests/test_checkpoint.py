@@ -249,6 +249,6 @@ def test_write_errors_during_fit_are_one_line(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(torch, "save", enospc)
     monkeypatch.setattr("golf_lit.callbacks.artifact.ArtifactExport.on_train_end", lambda *a: None)
-    assert main(smoke_args(tmp_path, 1)) == 1
+    assert main(smoke_args(tmp_path, 1)) == 2  # one line, status 2, as every refusal (issue #22 item 9)
     err = last_error(capsys)
     assert err.startswith("golf-lit fit: error: ") and "last.ckpt" in err and "No space left" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -27,8 +28,8 @@ TINY = ["--trainer.val_check_interval", "1000", "--trainer.enable_progress_bar",
         "--model.num_layers", "1", "--model.xsa_last_n", "1"]
 
 
-def fit(root: str | Path, steps: int, *extra: str) -> list[str]:
-    return ["fit", "--config", SMOKE, "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(steps),
+def fit(root: str | Path, steps: int, *extra: str, config: str | Path = SMOKE) -> list[str]:
+    return ["fit", "--config", str(config), "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(steps),
             *TINY, *extra]
 
 
@@ -158,3 +159,63 @@ def test_resume_checkpoint_of_another_shape_is_refused_naming_both(tmp_path, mon
         line = last_error(capsys)
         assert "last.ckpt" in line and "model_dim=128" in line and "model_dim=64" in line, line
     assert files_under(tmp_path / "A") == before and not (tmp_path / "B").exists()
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "golf_lit", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_line(proc: subprocess.Popen, prefix: str) -> None:
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"no line starting {prefix!r}; stderr: {proc.stderr.read()[-3000:]}")
+
+
+def stopped(proc: subprocess.Popen, sig: int) -> tuple[int, str]:
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+def test_sigterm_during_fit_stops_cleanly_and_resumes(tmp_path):
+    """SIGTERM (what a scheduler sends) during training: one line, status 143, a whole last.ckpt to resume from."""
+    sig, status = signal.SIGTERM, 143
+    config = tmp_path / "every2.yaml"  # smoke.yaml, checkpointing every 2 steps
+    config.write_text(Path(SMOKE).read_text().replace("every_n_train_steps: 20", "every_n_train_steps: 2"))
+    proc = start(fit("run", 400, config=config), tmp_path)
+    wait_for_line(proc, "step:5/400")
+    code, err = stopped(proc, sig)
+    assert code == status, err[-3000:]
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("golf-lit")]
+    assert lines == [f"golf-lit fit: interrupted by {sig.name}; partial outputs removed (resume with --ckpt_path "
+                     "last)"], err[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["every2.yaml", "run"]  # the lock is gone
+    assert not (tmp_path / "run" / "artifact").exists()
+    assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name != "last.ckpt"]  # no temp file
+    step = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"]
+    assert step >= 4
+    proc = start(fit("run", step + 1, "--ckpt_path", "last", config=config), tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == step + 1
+
+
+@pytest.mark.slow
+def test_interrupted_export_leaves_no_artifact_without_its_config(tmp_path):
+    assert main(fit(tmp_path / "run", 1)) == 0
+    out = tmp_path / "run" / "artifact"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    proc = start(["export", "--ckpt", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--out", str(out),
+                  "--zstd_levels", "3"], tmp_path)
+    wait_for_line(proc, "pre_quant")
+    code, err = stopped(proc, signal.SIGINT)
+    assert code == 130 and "Traceback" not in err, err[-3000:]
+    assert [ln for ln in err.splitlines() if ln.startswith("golf-lit")] == [
+        "golf-lit export: interrupted by SIGINT; partial outputs removed"], err[-3000:]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous export, whole; no temp folder
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []

@@ -269,6 +269,11 @@ _WORKER: tuple[_SentencePieceEncoder, int] | None = None
 
 def _init_worker(tokenizer_path: str, bos_id: int, caseops: bool = False) -> None:
     global _WORKER
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent stops the pool and removes the partial output; the
+    # workers stay quiet instead of each printing a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER = (_SentencePieceEncoder(tokenizer_path, num_threads=1, caseops=caseops), bos_id)
 
 

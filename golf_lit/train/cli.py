@@ -31,6 +31,14 @@ from golf_lit.train.trainer import CHECKPOINT_DIR, GolfTrainer, default_loggers
 
 ALLOWED_CLASS_PATHS: tuple[str, ...] = (
     "golf_lit",
+    "lightning.Callback",  # Lightning's public names of its base classes (jsonargparse resolves types through them)
+    "lightning.pytorch.Callback",
+    "lightning.LightningModule",
+    "lightning.pytorch.LightningModule",
+    "lightning.LightningDataModule",
+    "lightning.pytorch.LightningDataModule",
+    "lightning.Trainer",
+    "lightning.pytorch.Trainer",
     "lightning.pytorch.callbacks",
     "lightning.pytorch.loggers",
     "lightning.pytorch.strategies",
@@ -215,6 +223,12 @@ class GolfCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+        except SystemExit:
+            # Lightning ends an interrupted fit with sys.exit(1) (Ctrl-C) or a bare SIGTERMException (status 0!)
+            # after its graceful shutdown: report it as the interruption it is (the dispatcher prints one line).
+            if getattr(self, "trainer", None) is not None and self.trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
         finally:  # also when the run fails: the folder is free again (a dead process's lock is stale anyway)
             if self._lock is not None:
                 self._lock.release()
