@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
@@ -198,6 +199,11 @@ def alias_short_callback_paths() -> None:
         sys.modules[f"callbacks.{info.name}"] = importlib.import_module(f"golf_lit.callbacks.{info.name}")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class GolfCLI(LightningCLI):
     """LightningCLI with safe, whole-or-nothing checkpoints, a strict ``--ckpt_path last`` and output checks.
 
@@ -257,7 +263,12 @@ class GolfCLI(LightningCLI):
         root = cfg.get("default_root_dir") or os.getcwd()
         if "logger" not in kwargs and cfg.get("logger") in (None, True):
             kwargs["logger"] = default_loggers(root)  # under the run folder, CSV even with TensorBoard installed
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as exc:  # e.g. max_steps -5, accelerator cuda without a GPU: one line
+            raise ValueError(f"trainer: {_first_line(exc)}") from None
+        except ModuleNotFoundError as exc:  # accelerator tpu without torch_xla
+            raise ValueError(f"trainer.accelerator {cfg.get('accelerator')!r}: {_first_line(exc)}") from None
         if type(trainer.strategy.checkpoint_io).__name__ == "TorchCheckpointIO":
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         for cb in trainer.checkpoint_callbacks:
