@@ -220,6 +220,10 @@ class LoRAHooks:
     """
 
     def __init__(self, model: nn.Module, cfg: PhasedTTTConfig, batch: int) -> None:
+        dim = getattr(getattr(model, "cfg", None), "model_dim", None)
+        if dim is not None and cfg.lora_rank > dim:  # before any adapter is allocated (rank 100000 = 26 GB)
+            raise ValueError(f"phased_ttt.lora_rank: {cfg.lora_rank} exceeds the model width {dim}; a LoRA rank "
+                             "above the width adds nothing")
         self.scale = cfg.lora_alpha / cfg.lora_rank
         self.adapters = nn.ModuleDict()
         self.handles: list = []
