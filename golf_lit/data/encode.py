@@ -101,12 +101,20 @@ def parse_doc_line(line: bytes | str, docs_name: str, line_no: int) -> str:
     """
     try:
         obj = json.loads(line)
-    except ValueError as exc:
-        raise ValueError(f"{docs_name} line {line_no}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{docs_name} line {line_no}: not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(obj, dict) or "text" not in obj:
         raise ValueError(f'{docs_name} line {line_no}: expected a JSON object with a "text" key')
     if not isinstance(obj["text"], str):
         raise ValueError(f'{docs_name} line {line_no}: "text" must be a string, got {type(obj["text"]).__name__}')
+    try:
+        obj["text"].encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\ud800" escapes decode to lone surrogates, which are not text
+        bad = obj["text"][exc.start]
+        raise ValueError(
+            f'{docs_name} line {line_no}: "text" holds a lone surrogate (U+{ord(bad):04X} at character {exc.start}), '
+            "which is not valid Unicode"
+        ) from None
     return obj["text"]
 
 
@@ -332,6 +340,9 @@ def tokenize_documents(
             raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
     if not docs_path.is_file():
         raise FileNotFoundError(f'docs file not found: {docs_path} (expected JSONL with a "text" per line)')
+    with open(docs_path, "rb") as f:  # stops at the first document: cheap on a 40 GB file
+        if not any(line.strip() for line in f):
+            raise ValueError(f'{docs_path}: no documents (expected JSONL with a "text" per line)')
     sp = load_tokenizer(tokenizer)
     check_uint16_vocab(int(sp.vocab_size()), tokenizer)
     bos_id = int(sp.bos_id())

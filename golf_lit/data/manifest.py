@@ -83,8 +83,8 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{folder}: {MANIFEST_NAME} is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise ManifestError(f"{folder}: {MANIFEST_NAME} is not valid JSON ({str(exc)[:200]})") from None
     if (
         not isinstance(manifest, dict)
         or manifest.get("format") != MANIFEST_FORMAT

@@ -170,6 +170,7 @@ def train_tokenizer(
     extra = {"user_defined_symbols": list(caseops_mod.MARKERS)} if caseops else {}
     stem = tokenizer_file_stem(vocab_size, caseops)
     lock = FolderLock(out_dir, "--out").acquire()  # two train-tokenizer runs into one folder: the second is refused
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
@@ -208,6 +209,11 @@ def train_tokenizer(
         model_path, vocab_path = out_dir / f"{stem}.model", out_dir / f"{stem}.vocab"
         os.replace(tmp / f"{stem}.vocab", vocab_path)
         os.replace(tmp / f"{stem}.model", model_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:  # a failed run leaves no empty folder behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         lock.release()

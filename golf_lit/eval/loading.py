@@ -51,8 +51,8 @@ def load_model_config_file(path: str | Path) -> ModelConfig:
             import yaml
 
             data = yaml.safe_load(text)
-    except Exception as exc:  # json/yaml syntax errors
-        raise ValueError(f"{p}: not a readable JSON/YAML model config ({exc})") from exc
+    except Exception as exc:  # json/yaml syntax errors, RecursionError on absurdly deep nesting
+        raise ValueError(f"{p}: not a readable JSON/YAML model config ({str(exc)[:200]})") from None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
     if isinstance(data, dict) and isinstance(data.get("init_args"), dict):
@@ -88,7 +88,7 @@ def artifact_data_defaults(artifact: str | Path, trust: bool = False) -> tuple[d
     path = art.parent / "config.json"
     try:
         config = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}, f"no readable {path}"
     data = config.get("data") if isinstance(config, dict) else None
     if not isinstance(data, dict):

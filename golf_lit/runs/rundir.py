@@ -76,7 +76,7 @@ def config_difference(a: Any, b: Any, prefix: str = "") -> str | None:
 def _read_json(path: Path, run: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise RunError(f"run {run}: {path.name} is not readable JSON ({exc})") from exc
 
 
