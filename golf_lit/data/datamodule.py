@@ -199,9 +199,10 @@ class GolfDataModule(L.LightningDataModule):
                 "be found in the token stream"
             )
         if stage in (None, "fit"):
-            check_dataset(resolve(self.train_files))  # sizes and header counts against a tokenize manifest
+            # sizes, header counts and the tokenizer's sha256 against a tokenize manifest
+            check_dataset(resolve(self.train_files), tokenizer=resolve(self.tokenizer_path))
             self.stream = TokenStream(resolve(self.train_files), vocab_size=self.vocab_size)
-        check_dataset(resolve(self.val_files))
+        check_dataset(resolve(self.val_files), tokenizer=resolve(self.tokenizer_path))
         self.val_tokens = load_validation_tokens(resolve(self.val_files), self.train_seq_len, self.val_max_tokens)
         check_token_ids(self.val_tokens, self.vocab_size, f"data.val_files {self.val_files}")
         self.luts = load_byte_source(resolve(self.val_files), sp, self.vocab_size, self.val_tokens.numel())

@@ -134,7 +134,8 @@ class RankEvaluation:
         vocab = self.model_config.vocab_size
         sp = load_tokenizer(resolve(cfg.tokenizer))
         require_vocab_match(vocab, int(sp.vocab_size()), cfg.tokenizer)
-        check_dataset(resolve(cfg.val_files))  # sizes and header counts against a tokenize manifest, if any
+        # sizes, header counts and the tokenizer's sha256 against a tokenize manifest, if any
+        check_dataset(resolve(cfg.val_files), tokenizer=resolve(cfg.tokenizer))
         tokens = load_validation_tokens(resolve(cfg.val_files), cfg.sliding.seq_len)
         if cfg.max_tokens is not None:
             tokens = tokens[: cfg.max_tokens + 1]
