@@ -115,12 +115,18 @@ class FolderLock:
         self.option = option
         self.path = self.folder.parent / f".{self.folder.name}{LOCK_SUFFIX}"
         self._fd: int | None = None
+        self._created: list[Path] = []
 
     def acquire(self) -> FolderLock:
         import fcntl
 
         if self._fd is not None:
             return self
+        missing = self.path.parent
+        self._created = []
+        while not missing.exists():  # remembered, so a release leaves no empty folders behind
+            self._created.append(missing)
+            missing = missing.parent
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -158,6 +164,12 @@ class FolderLock:
             pass
         os.close(self._fd)  # closing drops the flock
         self._fd = None
+        for folder in self._created:  # innermost first; only the ones still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created = []
 
     @property
     def held(self) -> bool:

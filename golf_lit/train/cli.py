@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from golf_lit.data.paths import resolve
-from golf_lit.data.shards import find_shards, read_shard_header
+from golf_lit.data.shards import SIDECAR_PREFIX, check_token_ids, find_shards, load_shard, read_shard_header
 from golf_lit.io import FolderLock, require_writable_dir
 from golf_lit.train.checkpoint import (
     LAST,
@@ -103,9 +103,26 @@ CLASS_OPTIONS = frozenset(
 """Command-line options whose value may be a bare class path (``--trainer.callbacks+=pkg.Class``)."""
 
 
+def _check_seed(value: Any, where: str) -> None:
+    """``seed_everything`` must be true/false or an integer Lightning accepts (uint32); else one line."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "false", "null", "none"):
+            return
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise ValueError(f"{where}: expected an integer 0..4294967295 or true/false, got {value!r}") from None
+    if value is None or isinstance(value, bool):
+        return
+    if not isinstance(value, int) or not 0 <= value <= 2**32 - 1:
+        raise ValueError(f"{where}: expected an integer 0..4294967295 or true/false, got {value!r}")
+
+
 def check_class_paths_in_args(argv: list[str]) -> None:
     """Refuse, in one line naming the file or option, a class path outside :data:`ALLOWED_CLASS_PATHS` in a
-    ``--config`` file or a command-line value, before jsonargparse sees (and would import) it.
+    ``--config`` file or a command-line value, before jsonargparse sees (and would import) it; likewise a malformed
+    ``seed_everything`` (jsonargparse's message for it spans several lines).
 
     jsonargparse's import policy (:func:`only_allowed_class_paths`) refuses them too; this check runs first so the
     message is one line naming where the class path came from, not a multi-line parse error.
@@ -133,6 +150,11 @@ def check_class_paths_in_args(argv: list[str]) -> None:
             except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
                 continue  # jsonargparse / check_config_files report unreadable files
             refuse_foreign_class_paths(data, f"--config {value}", "")
+            if isinstance(data, dict) and "seed_everything" in data:
+                _check_seed(data["seed_everything"], f"--config {value}: seed_everything")
+            continue
+        if name == "--seed_everything":
+            _check_seed(value, name)
             continue
         option = name.rstrip("+")
         parts = value.split(".")
@@ -296,6 +318,14 @@ class GolfCLI(LightningCLI):
             if isinstance(pattern, str):
                 for shard in find_shards(resolve(pattern)):
                     read_shard_header(shard)
+        # Validation token ids against the vocabulary, before anything is created (training shards are checked
+        # at their first read: reading them all here would take minutes on the full dataset).
+        vocab = getattr(getattr(self.model, "model_config", None), "vocab_size", None)
+        val = getattr(self.datamodule, "val_files", None)
+        if vocab and isinstance(val, str):
+            for shard in find_shards(resolve(val)):
+                if not shard.name.startswith(SIDECAR_PREFIX):
+                    check_token_ids(load_shard(shard), vocab, str(shard))
         cfg = self.config_init[subcommand]
         if "ckpt_path" in cfg:
             cfg["ckpt_path"] = resolve_resume_path(cfg["ckpt_path"], self._checkpoint_dirs())
