@@ -268,6 +268,10 @@ def make_run_inputs(tmp: Path, work: Path, good: dict[str, Path]) -> dict[str, P
     deep_ds.mkdir()
     (deep_ds / MANIFEST_NAME).write_bytes(deep_json())
     f["deep_manifest"] = deep_ds
+    for name, cell in (("plot_ok", "2.0"), ("plot_big", "9" * 200_000)):
+        (tmp / name).mkdir()
+        (tmp / name / "metrics.csv").write_text(f"step,train/loss\n1,{cell}\n")
+        f[name] = tmp / name
     return f
 
 
@@ -322,6 +326,8 @@ ROOTDIR_ROWS = [
      "lone surrogate", 1, None),
     ("data-docs-deep-json", lambda f: ["data", "tokenize", "--docs", f["deep.jsonl"], "--tokenizer", TOKENIZER,
                                        "--out", f["tmp"] / "o", "--workers", "1"], "deep.jsonl line 1", 1, None),
+    ("plot-oversized-csv-cell", lambda f: ["plot", f["plot_big"]], "metrics.csv:2", 2, None),
+    ("plot-dpi-huge", lambda f: ["plot", f["plot_ok"], "--dpi", "10000"], "--dpi", 2, None),
     # ---- Ctrl-C: one line, status 130, nothing half-written
     ("export-keyboard-interrupt", lambda f: ex(f["ckpt"], "--out", f["tmp"] / "o"), "interrupted by SIGINT", 130,
      lambda mp, f: mp.setattr("golf_lit.runs.export.export_model", raise_keyboard_interrupt)),

@@ -219,3 +219,14 @@ def test_interrupted_export_leaves_no_artifact_without_its_config(tmp_path):
         "golf-lit export: interrupted by SIGINT; partial outputs removed"], err[-3000:]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous export, whole; no temp folder
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == []
+
+
+def test_seeds_checks_the_eval_window_before_training():
+    """A short train_seq_len with the default stride (64) would train every seed and then fail in eval."""
+    from golf_lit.runs.seeds import check_eval_windows
+
+    with pytest.raises(ValueError, match=r"--eval-args .*train_seq_len 32.*sliding\.stride: .*seq_len=32, got 64"):
+        check_eval_windows({"data": {"train_seq_len": 32}}, ["--strategy", "roundtrip,sliding"])
+    check_eval_windows({"data": {"train_seq_len": 32}}, ["--sliding.stride", "16"])
+    check_eval_windows({"data": {"train_seq_len": 32}}, ["--sliding.seq-len", "128"])
+    check_eval_windows({"data": {"train_seq_len": 1024}}, [])
