@@ -326,7 +326,8 @@ ROOTDIR_ROWS = [
      "lone surrogate", 1, None),
     ("data-docs-deep-json", lambda f: ["data", "tokenize", "--docs", f["deep.jsonl"], "--tokenizer", TOKENIZER,
                                        "--out", f["tmp"] / "o", "--workers", "1"], "deep.jsonl line 1", 1, None),
-    ("plot-oversized-csv-cell", lambda f: ["plot", f["plot_big"]], "metrics.csv:2", 2, None),
+    ("plot-oversized-csv-cell", lambda f: ["plot", f["plot_big"]], "metrics.csv: not a readable CSV near line 2", 2,
+     None),
     ("plot-dpi-huge", lambda f: ["plot", f["plot_ok"], "--dpi", "10000"], "--dpi", 2, None),
     # ---- Ctrl-C: one line, status 130, nothing half-written
     ("export-keyboard-interrupt", lambda f: ex(f["ckpt"], "--out", f["tmp"] / "o"), "interrupted by SIGINT", 130,

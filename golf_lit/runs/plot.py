@@ -60,7 +60,7 @@ def read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
                         f"{path}:{reader.line_num}: expected numbers, got {str(row)[:200]}"
                     ) from None
         except csv.Error as exc:  # e.g. a cell past the csv module's field size limit
-            raise ValueError(f"{path}:{reader.line_num}: not a readable CSV ({exc})") from None
+            raise ValueError(f"{path}: not a readable CSV near line {reader.line_num + 1} ({exc})") from None
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: not a text CSV ({exc.reason} at byte {exc.start})") from None
     if TIME_COLUMN in out:
