@@ -230,3 +230,32 @@ def test_seeds_checks_the_eval_window_before_training():
     check_eval_windows({"data": {"train_seq_len": 32}}, ["--sliding.stride", "16"])
     check_eval_windows({"data": {"train_seq_len": 32}}, ["--sliding.seq-len", "128"])
     check_eval_windows({"data": {"train_seq_len": 1024}}, [])
+
+
+def test_tokenize_into_a_folder_in_use_is_refused(tmp_path, capsys):
+    from golf_lit.data.paths import SAMPLE_TOKENIZER, resolve
+
+    out = tmp_path / "out"
+    docs = Path(__file__).parent / "data" / "fineweb_val_docs.jsonl"
+    with FolderLock(out, "--out"):
+        code = main(["data", "tokenize", "--docs", str(docs), "--tokenizer", str(resolve(SAMPLE_TOKENIZER)),
+                     "--out", str(out), "--workers", "1", "--no-progress"])
+        assert code == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("golf-lit data tokenize: error: --out:") and "in use" in err, err
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_train_shard_token_ids_are_checked_at_the_first_read(tmp_path):
+    import numpy as np
+
+    from golf_lit.data.shards import TokenStream, write_shard
+
+    write_shard(tmp_path / "fineweb_train_000000.bin", np.arange(100, dtype=np.uint16))
+    write_shard(tmp_path / "fineweb_train_000001.bin", np.full(100, 1500, dtype=np.uint16))
+    stream = TokenStream(str(tmp_path / "fineweb_train_*.bin"), vocab_size=1024)
+    assert stream.read(0, 50).tolist() == list(range(50))  # the first shard is fine
+    with pytest.raises(ValueError, match=r"fineweb_train_000001\.bin: token id 1500 is outside the vocabulary of 1024"):
+        stream.read(90, 20)  # crosses into the second shard
+    assert TokenStream(str(tmp_path / "fineweb_train_*.bin")).read(100, 1).tolist() == [1500]  # unchecked without
