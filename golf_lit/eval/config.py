@@ -16,7 +16,7 @@ DEFAULT_EVAL_BUDGET_SECONDS = 600.0
 """The challenge's evaluation limit: 10 minutes on 8xH100."""
 
 
-def _require_accelerator(name: str) -> None:
+def require_accelerator(name: str) -> None:
     """Refuse, before any work, an accelerator this machine does not have (Fabric would fail with a traceback)."""
     import importlib.util
 
@@ -109,7 +109,6 @@ class EvalConfig:
             raise ValueError(f"devices: must be >= 1, got {self.devices}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads: must be >= 1 (or unset: torch's default), got {self.num_threads}")
-        _require_accelerator(self.accelerator)
         if self.roundtrip_batch_seqs < 1:
             raise ValueError(f"roundtrip_batch_seqs: must be >= 1, got {self.roundtrip_batch_seqs}")
         if not self.eval_budget_seconds >= 0:
