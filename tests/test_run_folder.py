@@ -120,6 +120,7 @@ def test_class_path_allow_list():
 EVIL_MODULE = "from pathlib import Path\nPath('PWNED').write_text('ran')\n\n\nclass X:\n    pass\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["ckpt", "yaml", "argv"])
 def test_a_class_path_from_a_handed_file_imports_nothing(tmp_path, how):
     """``python -m golf_lit`` puts the working directory first on sys.path: a somemodule.py there must never run."""
