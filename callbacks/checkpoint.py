@@ -21,7 +21,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         trainer:
           callbacks:
             - class_path: golf_lit.callbacks.ResumableCheckpoint
-              init_args: {dirpath: runs/smoke/checkpoints, save_last: true, save_top_k: 0, every_n_train_steps: 50}
+              init_args: {save_last: true, save_top_k: 0, every_n_train_steps: 50}  # <default_root_dir>/checkpoints
     """
 
     @override

@@ -109,12 +109,13 @@ def run_lightning(argv: list[str]) -> int:
     from jsonargparse import set_docstring_parse_options
 
     from golf_lit.data.datamodule import GolfDataModule
-    from golf_lit.train.cli import GolfCLI
+    from golf_lit.train.cli import GolfCLI, check_class_paths_in_args
     from golf_lit.train.module import GolfLM
 
     set_docstring_parse_options(attribute_docstrings=True)
     check_config_files(argv)
     alias_short_callback_paths()
+    check_class_paths_in_args(argv)
     # From the console, let LightningCLI read sys.argv itself: Lightning's DDP launcher re-runs sys.argv to start
     # the other ranks, so it must stay intact. Programmatic calls pass their own arguments.
     from_console = argv == sys.argv[1:]
@@ -142,13 +143,58 @@ COMMANDS = {
 """Command -> module with ``build_parser()`` (options from dataclasses, ``golf_lit.options``) and ``main(argv)``."""
 
 
+INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
+"""Exit status of a command stopped by a signal (128 + the signal's number, as a shell reports it)."""
+
+
+class _Signals:
+    """SIGTERM raises KeyboardInterrupt like SIGINT does, so both stop a command the same clean way; remembers which
+    signal came (for the message and the exit status). Installed only in the main thread, restored afterwards."""
+
+    def __init__(self) -> None:
+        self.received = "SIGINT"
+        self._saved = None
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.received = "SIGTERM"
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _Signals:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._saved = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._saved is not None:
+            signal.signal(signal.SIGTERM, self._saved)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch ``golf-lit COMMAND ...``; configuration errors print one line and exit with status 2."""
+    """Dispatch ``golf-lit COMMAND ...``; bad input prints one line and exits with status 2, and SIGINT/SIGTERM stop
+    the command cleanly (one line, status 130/143; partial outputs removed, a fit resumable from ``last.ckpt``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    command, rest = argv[0], argv[1:]
+    command = argv[0]
+    signals = _Signals()
+    try:
+        with signals:
+            return _dispatch(command, argv)
+    except KeyboardInterrupt:
+        resume = " (resume with --ckpt_path last)" if command == "fit" else ""
+        print(f"golf-lit {command}: interrupted by {signals.received}; partial outputs removed{resume}",
+              file=sys.stderr)
+        return INTERRUPTED[signals.received]
+
+
+def _dispatch(command: str, argv: list[str]) -> int:
+    rest = argv[1:]
     if command not in COMMANDS and command not in ("fit", "validate"):
         print(f"golf-lit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -169,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # unwritable path, full disk: one line naming the file, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"golf-lit {command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

@@ -55,7 +55,10 @@ def test_derived_config_drops_or_changes_callbacks_by_class_name():
 
 
 def test_isolate_outputs_moves_only_output_folders(tmp_path):
-    cfg = isolate_outputs(yaml.safe_load(SMOKE.read_text()), tmp_path)
+    base = yaml.safe_load(SMOKE.read_text())
+    ckpt = next(c for c in base["trainer"]["callbacks"] if c["class_path"].endswith("Checkpoint"))
+    ckpt["init_args"]["dirpath"] = "runs/elsewhere/checkpoints"  # an explicit folder outside the run's root
+    cfg = isolate_outputs(base, tmp_path)
     ckpt = next(c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith("Checkpoint"))
     assert ckpt["init_args"]["dirpath"] == str(tmp_path / "checkpoints")
     for lg in cfg["trainer"].get("logger") or []:

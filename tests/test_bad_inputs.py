@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import lightning.pytorch as L
@@ -20,6 +21,7 @@ import torch
 from golf_lit.callbacks import EMA, ResumableCheckpoint
 
 from golf_lit.cli import main
+from golf_lit.data.manifest import MANIFEST_NAME
 from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import HEADER_WORDS, SHARD_MAGIC, SHARD_VERSION
 from golf_lit.model.config import ModelConfig
@@ -321,6 +323,118 @@ HOSTILE_ROWS = [
     ("export-ckpt-nan-weight", lambda f: ex(f["nan_weight.ckpt"], "--out", f["tmp"] / "o"), "NaN or infinite"),
     ("export-ckpt-wrong-shape", lambda f: ex(f["shape.ckpt"], "--out", f["tmp"] / "o"), "of shape (3, 5)"),
     ("export-ckpt-ema-wrong-shape", lambda f: ex(f["ema_shape.ckpt"], "--out", f["tmp"] / "o"), "EMA weight"),
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Run folders, class paths, signals and refusals before work (issue #22 items 1, 6-9; the `rootdir` rows). Each row:
+# (id, argv builder over the file map, text the one `golf-lit ...` line must hold, exit status, optional setup
+# called with (monkeypatch, files) before the run). The security rows put a somemodule.py on sys.path whose import
+# would create the marker file.
+
+EVIL_MODULE = "from pathlib import Path\nPath({marker!r}).write_text('ran')\n\n\nclass X:\n    pass\n"
+
+
+def deep_json(depth: int = 100_000) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def make_run_inputs(tmp: Path, work: Path, good: dict[str, Path]) -> dict[str, Path]:
+    """The extra bad files of the rootdir rows (under ``tmp``), and somemodule.py in ``work``."""
+    f = {"marker": tmp / "pwned"}
+    (work / "somemodule.py").write_text(EVIL_MODULE.format(marker=str(f["marker"])))
+
+    def put(name: str, data: bytes) -> None:
+        f[name] = tmp / name
+        f[name].write_bytes(data)
+
+    torch.save({"state_dict": {}, "hyper_parameters": {"optim": {"class_path": "somemodule.X"}}}, tmp / "cp.ckpt")
+    f["cp.ckpt"] = tmp / "cp.ckpt"
+    put("cp.yaml", b"trainer:\n  callbacks:\n    - class_path: somemodule.X\n")
+    header = np.zeros(HEADER_WORDS, dtype="<i4")
+    header[:3] = (SHARD_MAGIC, SHARD_VERSION, 600)
+    put("big_ids.bin", header.tobytes() + np.full(600, 2000, dtype="<u2").tobytes())
+    put("no_docs.jsonl", b"\n\n")
+    put("surrogate.jsonl", b'{"text": "a\\ud800b"}\n')
+    put("deep.jsonl", deep_json() + b"\n")
+    deep_art = tmp / "deep_config"
+    deep_art.mkdir()
+    (deep_art / "final_model.int6.ptz").write_bytes(good["artifact"].read_bytes())
+    (deep_art / "config.json").write_bytes(deep_json())
+    f["deep_config"] = deep_art / "final_model.int6.ptz"
+    deep_ds = tmp / "deep_manifest"
+    deep_ds.mkdir()
+    (deep_ds / MANIFEST_NAME).write_bytes(deep_json())
+    f["deep_manifest"] = deep_ds
+    for name, cell in (("plot_ok", "2.0"), ("plot_big", "9" * 200_000)):
+        (tmp / name).mkdir()
+        (tmp / name / "metrics.csv").write_text(f"step,train/loss\n1,{cell}\n")
+        f[name] = tmp / name
+    return f
+
+
+def raise_keyboard_interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def tokenizer_manifest(tmp: Path) -> Path:
+    """A tokenized sample whose manifest records another tokenizer's sha256 (as if encoded with another one)."""
+    from golf_lit.data.encode import tokenize_documents
+
+    out = tmp / "other_tok"
+    docs = Path(__file__).parent / "data" / "fineweb_val_docs.jsonl"
+    tokenize_documents(docs, TOKENIZER, out, num_val_docs=20, workers=1, progress=False)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest["tokenizer"]["sha256"] = "0" * 64
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return out
+
+
+NO_CUDA = not torch.cuda.is_available()
+ROOTDIR_ROWS = [
+    # ---- security: class paths from a handed file import nothing
+    ("fit-class-path-in-ckpt-hparams", lambda f: fit("--ckpt_path", f["cp.ckpt"]), "somemodule.X", 2, None),
+    ("fit-class-path-in-config", lambda f: fit("--config", f["cp.yaml"]), "somemodule.X", 2, None),
+    ("fit-class-path-on-command-line", lambda f: fit("--trainer.callbacks+=somemodule.X"), "somemodule.X", 2, None),
+    # ---- wrong data, refused before work
+    ("fit-ckpt-of-another-shape", lambda f: fit("--ckpt_path", f["ckpt"]), "model_dim=64", 2, None),
+    ("fit-token-ids-above-vocab", lambda f: fit("--data.val_files", f["big_ids.bin"]), "token id 2000", 2, None),
+    ("fit-val-max-tokens-0", lambda f: fit("--data.val_max_tokens", "0"), "data.val_max_tokens", 2, None),
+    ("eval-tokenizer-not-the-manifests", lambda f: ev(f["artifact"], "--val_files",
+                                                      str(f["other_tok"] / "fineweb_val_*.bin")),
+     "sha256", 2, None),
+    ("data-docs-without-documents", lambda f: ["data", "tokenize", "--docs", f["no_docs.jsonl"], "--tokenizer",
+                                               TOKENIZER, "--out", f["tmp"] / "o", "--workers", "1"],
+     "no_docs.jsonl: no documents", 1, None),
+    # ---- one line instead of a traceback
+    ("fit-max-steps-negative", lambda f: fit("--trainer.max_steps", "-5"), "max_steps", 2, None),
+    ("fit-mlp-mult-tiny", lambda f: fit("--model.mlp_mult", "1e-9"), "model.mlp_mult", 2, None),
+    ("fit-seed-malformed", lambda f: fit("--seed_everything", "abc"), "seed_everything", 2, None),
+    ("fit-accelerator-tpu", lambda f: fit("--trainer.accelerator", "tpu"), "accelerator", 2, None),
+    *([("fit-accelerator-cuda", lambda f: fit("--trainer.accelerator", "cuda"), "accelerator", 2, None),
+       ("eval-accelerator-cuda", lambda f: ev(f["artifact"], "--accelerator", "cuda"), "accelerator", 2, None)]
+      if NO_CUDA else []),
+    ("eval-num-threads-negative", lambda f: ev(f["artifact"], "--num_threads", "-3"), "num_threads", 2, None),
+    ("eval-lora-rank-huge", lambda f: ev(f["artifact"], "--strategy", "phased_ttt", "--phased_ttt.lora_rank",
+                                         "100000"), "phased_ttt.lora_rank", 2, None),
+    ("eval-deep-config-json", lambda f: ev(f["deep_config"]), "config.json", 2, None),
+    ("data-verify-deep-manifest", lambda f: ["data", "verify", f["deep_manifest"]], MANIFEST_NAME, 1, None),
+    ("data-docs-lone-surrogate", lambda f: ["data", "tokenize", "--docs", f["surrogate.jsonl"], "--tokenizer",
+                                            TOKENIZER, "--out", f["tmp"] / "o", "--workers", "1"],
+     "lone surrogate", 1, None),
+    ("data-docs-deep-json", lambda f: ["data", "tokenize", "--docs", f["deep.jsonl"], "--tokenizer", TOKENIZER,
+                                       "--out", f["tmp"] / "o", "--workers", "1"], "deep.jsonl line 1", 1, None),
+    ("plot-oversized-csv-cell", lambda f: ["plot", f["plot_big"]], "metrics.csv: not a readable CSV near line 2", 2,
+     None),
+    ("plot-dpi-huge", lambda f: ["plot", f["plot_ok"], "--dpi", "10000"], "--dpi", 2, None),
+    # ---- Ctrl-C: one line, status 130, nothing half-written
+    ("export-keyboard-interrupt", lambda f: ex(f["ckpt"], "--out", f["tmp"] / "o"), "interrupted by SIGINT", 130,
+     lambda mp, f: mp.setattr("golf_lit.runs.export.export_model", raise_keyboard_interrupt)),
+    ("eval-keyboard-interrupt", lambda f: ev(f["artifact"]), "interrupted by SIGINT", 130,
+     lambda mp, f: mp.setattr("golf_lit.eval.evaluator.Evaluator.run", raise_keyboard_interrupt)),
+    ("data-tokenize-keyboard-interrupt", lambda f: ["data", "tokenize", "--docs", Path(__file__).parent / "data" /
+                                                    "fineweb_val_docs.jsonl", "--tokenizer", TOKENIZER, "--out",
+                                                    f["tmp"] / "o", "--workers", "1"], "interrupted", 130,
+     lambda mp, f: mp.setattr("golf_lit.data.encode.write_manifest", raise_keyboard_interrupt)),
 ]
 
 
@@ -346,3 +460,29 @@ def test_hostile_artifact_or_checkpoint_is_one_line_and_touches_nothing(argv, ex
     assert len(lines) == 1, err[-3000:]
     assert expect in lines[0], err[-3000:]
     assert snapshot(tmp_path, good["root"], hostile["root"]) == before
+
+
+def other_tok(tmp_path_factory) -> Path:
+    return tokenizer_manifest(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.mark.parametrize("argv, expect, status, setup", [r[1:] for r in ROOTDIR_ROWS], ids=[r[0] for r in ROOTDIR_ROWS])
+def test_run_folder_and_security_rows(argv, expect, status, setup, good, other_tok, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    files = {**make_inputs(tmp_path, good), **make_run_inputs(tmp_path, work, good), "ckpt": good["ckpt"],
+             "artifact": good["artifact"], "tmp": tmp_path, "other_tok": other_tok}
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(work))  # somemodule would be importable: only the allow-list keeps it out
+    if setup is not None:
+        setup(monkeypatch, files)
+    before = snapshot(tmp_path, good["root"], other_tok)
+    code = run_cli(argv(files))
+    out, err = capsys.readouterr()
+    assert code == status, (code, err[-3000:])
+    assert "Traceback" not in out + err, err[-3000:]
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("golf-lit") or "error" in ln.lower()]
+    assert len(lines) == 1, err[-3000:]
+    assert expect in lines[0], err[-3000:]
+    assert not files["marker"].exists() and "somemodule" not in sys.modules
+    assert snapshot(tmp_path, good["root"], other_tok) == before

@@ -197,8 +197,8 @@ def smoke_args(tmp_path, max_steps: int, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_cli_resume_last_strict_and_if_present(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # smoke.yaml checkpoints into runs/smoke/checkpoints, relative to here
-    ckdir = tmp_path / "runs" / "smoke" / "checkpoints"
+    monkeypatch.chdir(tmp_path)
+    ckdir = tmp_path / "checkpoints"  # <trainer.default_root_dir>/checkpoints
     monkeypatch.setattr("golf_lit.callbacks.artifact.ArtifactExport.on_train_end", lambda *a: None)
     assert main(smoke_args(tmp_path, 2, "--ckpt_path", "last")) == 2
     assert f"no last.ckpt in '{ckdir}'" in last_error(capsys)
@@ -249,6 +249,6 @@ def test_write_errors_during_fit_are_one_line(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(torch, "save", enospc)
     monkeypatch.setattr("golf_lit.callbacks.artifact.ArtifactExport.on_train_end", lambda *a: None)
-    assert main(smoke_args(tmp_path, 1)) == 1
+    assert main(smoke_args(tmp_path, 1)) == 2  # one line, status 2, as every refusal (issue #22 item 9)
     err = last_error(capsys)
     assert err.startswith("golf-lit fit: error: ") and "last.ckpt" in err and "No space left" in err

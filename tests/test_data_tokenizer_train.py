@@ -119,7 +119,7 @@ def test_bad_options_and_too_small_data(tmp_path: Path) -> None:
         train_tokenizer(docs, vocab_size=300, out=tmp_path / "o", heldout_docs=5)
     with pytest.raises(ValueError, match=r"SentencePiece could not train a 60000-piece BPE on 4 documents"):
         train_tokenizer(docs, vocab_size=60000, out=tmp_path / "o", heldout_docs=1, num_threads=1)
-    assert not any((tmp_path / "o").iterdir())  # the failed run left no files and no temp folder
+    assert not (tmp_path / "o").exists()  # the failed run left no files, no temp folder and no new folder
     with pytest.raises(FileNotFoundError, match=r"docs file not found"):
         train_tokenizer(tmp_path / "nope.jsonl", vocab_size=300, out=tmp_path / "o")
 

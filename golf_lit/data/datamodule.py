@@ -10,7 +10,7 @@ from golf_lit.data.byte_source import ByteSource, SidecarBytes, load_byte_source
 from golf_lit.data.manifest import check_dataset
 from golf_lit.data.packing import document_cu_seqlens, pad_cu_seqlens
 from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_TRAIN_FILES, DEFAULT_VAL_FILES, resolve
-from golf_lit.data.shards import TokenStream, load_validation_tokens
+from golf_lit.data.shards import TokenStream, check_token_ids, load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.ranks import rank_range
 
@@ -138,6 +138,8 @@ class GolfDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{key}: must be positive, got {locals()[key]}")
         if grad_accum_steps is not None and grad_accum_steps <= 0:
             raise ValueError(f"data.grad_accum_steps: must be positive or null, got {grad_accum_steps}")
+        if val_max_tokens is not None and val_max_tokens <= 0:  # 0 would silently mean one sequence
+            raise ValueError(f"data.val_max_tokens: must be positive or null (the full split), got {val_max_tokens}")
         self.save_hyperparameters()
         self.train_files, self.val_files, self.tokenizer_path = train_files, val_files, tokenizer_path
         self.train_batch_tokens, self.train_seq_len = train_batch_tokens, train_seq_len
@@ -197,10 +199,12 @@ class GolfDataModule(L.LightningDataModule):
                 "be found in the token stream"
             )
         if stage in (None, "fit"):
-            check_dataset(resolve(self.train_files))  # sizes and header counts against a tokenize manifest
-            self.stream = TokenStream(resolve(self.train_files))
-        check_dataset(resolve(self.val_files))
+            # sizes, header counts and the tokenizer's sha256 against a tokenize manifest
+            check_dataset(resolve(self.train_files), tokenizer=resolve(self.tokenizer_path))
+            self.stream = TokenStream(resolve(self.train_files), vocab_size=self.vocab_size)
+        check_dataset(resolve(self.val_files), tokenizer=resolve(self.tokenizer_path))
         self.val_tokens = load_validation_tokens(resolve(self.val_files), self.train_seq_len, self.val_max_tokens)
+        check_token_ids(self.val_tokens, self.vocab_size, f"data.val_files {self.val_files}")
         self.luts = load_byte_source(resolve(self.val_files), sp, self.vocab_size, self.val_tokens.numel(),
                                      tokenizer_path=self.tokenizer_path)
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from golf_lit.data.manifest import MANIFEST_NAME, write_manifest
 from golf_lit.data.shards import MAX_TOKEN_ID, SIDECAR_PREFIX, write_shard
-from golf_lit.io import require_writable_dir
+from golf_lit.io import FolderLock, require_writable_dir
 
 DEFAULT_SHARD_TOKENS = 10**8  # the challenge's SHARD_SIZE
 DEFAULT_NUM_VAL_DOCS = 50_000  # the challenge's validation split (docs/record-stack.md §2.1)
@@ -101,12 +101,20 @@ def parse_doc_line(line: bytes | str, docs_name: str, line_no: int) -> str:
     """
     try:
         obj = json.loads(line)
-    except ValueError as exc:
-        raise ValueError(f"{docs_name} line {line_no}: not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{docs_name} line {line_no}: not valid JSON ({str(exc)[:200]})") from None
     if not isinstance(obj, dict) or "text" not in obj:
         raise ValueError(f'{docs_name} line {line_no}: expected a JSON object with a "text" key')
     if not isinstance(obj["text"], str):
         raise ValueError(f'{docs_name} line {line_no}: "text" must be a string, got {type(obj["text"]).__name__}')
+    try:
+        obj["text"].encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON's "\ud800" escapes decode to lone surrogates, which are not text
+        bad = obj["text"][exc.start]
+        raise ValueError(
+            f'{docs_name} line {line_no}: "text" holds a lone surrogate (U+{ord(bad):04X} at character {exc.start}), '
+            "which is not valid Unicode"
+        ) from None
     return obj["text"]
 
 
@@ -269,6 +277,11 @@ _WORKER: tuple[_SentencePieceEncoder, int] | None = None
 
 def _init_worker(tokenizer_path: str, bos_id: int, caseops: bool = False) -> None:
     global _WORKER
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent stops the pool and removes the partial output; the
+    # workers stay quiet instead of each printing a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER = (_SentencePieceEncoder(tokenizer_path, num_threads=1, caseops=caseops), bos_id)
 
 
@@ -327,6 +340,9 @@ def tokenize_documents(
             raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
     if not docs_path.is_file():
         raise FileNotFoundError(f'docs file not found: {docs_path} (expected JSONL with a "text" per line)')
+    with open(docs_path, "rb") as f:  # stops at the first document: cheap on a 40 GB file
+        if not any(line.strip() for line in f):
+            raise ValueError(f'{docs_path}: no documents (expected JSONL with a "text" per line)')
     sp = load_tokenizer(tokenizer)
     check_uint16_vocab(int(sp.vocab_size()), tokenizer)
     bos_id = int(sp.bos_id())
@@ -340,16 +356,33 @@ def tokenize_documents(
             "(train-tokenizer --caseops)" if caseops else
             f"tokenizer {tokenizer} is a CaseOps tokenizer (it holds the marker pieces); pass --caseops"
         )
+    _refuse_existing_shards(out_dir, overwrite)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
+    require_writable_dir(out_dir, "--out")  # checked, not created: a bad docs file leaves no folder behind
+    out_dir = out_dir.resolve()
+    # A second tokenize into the same --out is refused while this one runs (the lock is a sibling file, so it
+    # stays put when the finished folder is renamed into place).
+    lock = FolderLock(out_dir, "--out").acquire()
+    try:
+        _refuse_existing_shards(out_dir, overwrite)  # again: another run may have finished in between
+        return _tokenize_locked(out_dir, docs_path, tokenizer, sp, bos_id, num_val_docs, shard_tokens, workers,
+                                chunk_docs, progress, caseops)
+    finally:
+        lock.release()
+
+
+def _refuse_existing_shards(out_dir: Path, overwrite: bool) -> None:
     existing = sorted(out_dir.glob("fineweb_*_[0-9]*.bin")) if out_dir.is_dir() else []
     if existing and not overwrite:
         raise FileExistsError(
             f"{out_dir} already holds {len(existing)} shard(s) (e.g. {existing[0].name}); "
             f"pass --overwrite to replace them or choose another --out"
         )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
-    require_writable_dir(out_dir, "--out")  # checked, not created: a bad docs file leaves no folder behind
-    out_dir = out_dir.resolve()
+
+
+def _tokenize_locked(out_dir, docs_path, tokenizer, sp, bos_id, num_val_docs, shard_tokens, workers, chunk_docs,
+                     progress, caseops) -> TokenizeReport:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Everything is built in a temporary sibling and moved into place only once complete (see _move_into_place).
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

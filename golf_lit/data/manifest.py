@@ -83,8 +83,8 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{folder}: {MANIFEST_NAME} is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise ManifestError(f"{folder}: {MANIFEST_NAME} is not valid JSON ({str(exc)[:200]})") from None
     if (
         not isinstance(manifest, dict)
         or manifest.get("format") != MANIFEST_FORMAT
@@ -144,10 +144,23 @@ def verify_folder(folder: str | os.PathLike, checksums: bool = False) -> dict[st
     return manifest
 
 
-def check_dataset(pattern: str, checksums: bool = False) -> None:
+def check_dataset(pattern: str, checksums: bool = False, tokenizer: str | os.PathLike | None = None) -> None:
     """Check every folder holding a file that the shard glob ``pattern`` matches (see :func:`verify_folder`).
 
+    With ``tokenizer``, also that its sha256 is the one each folder's manifest records: shards scored or trained
+    with another tokenizer than they were encoded with give a wrong bpb without any other sign.
     A pattern matching nothing is left to the shard loaders, which name it.
     """
+    digest = None
     for folder in sorted({Path(p).parent for p in glob.glob(str(pattern))}):
-        verify_folder(folder, checksums=checksums)
+        manifest = verify_folder(folder, checksums=checksums)
+        recorded = manifest.get("tokenizer") if manifest else None
+        if tokenizer is None or not isinstance(recorded, dict) or not recorded.get("sha256"):
+            continue
+        digest = digest or file_sha256(tokenizer)
+        if digest != recorded["sha256"]:
+            raise ManifestError(
+                f"{folder}: the tokenizer {tokenizer} (sha256 {digest[:12]}...) is not the one {MANIFEST_NAME} "
+                f"records ({recorded.get('name')}, sha256 {str(recorded['sha256'])[:12]}...): these shards were "
+                "encoded with another tokenizer"
+            )

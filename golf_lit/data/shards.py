@@ -126,6 +126,18 @@ def load_validation_tokens(pattern: str, seq_len: int, max_tokens: int | None = 
     return torch.from_numpy(tokens[: usable + 1].astype(np.int64))
 
 
+def check_token_ids(tokens: np.ndarray | torch.Tensor, vocab_size: int, source: str) -> None:
+    """Raise ValueError naming ``source`` when a token id is outside ``0 .. vocab_size - 1``."""
+    if len(tokens) == 0:
+        return
+    top = int(tokens.max())
+    if top >= vocab_size:
+        raise ValueError(
+            f"{source}: token id {top} is outside the vocabulary of {vocab_size} ids (0..{vocab_size - 1}); "
+            "were these shards written with another tokenizer?"
+        )
+
+
 class TokenStream:
     """The training token stream: sorted shards concatenated and wrapped forever, addressed by offset.
 
@@ -135,9 +147,13 @@ class TokenStream:
 
     Args:
         pattern: Glob of shard files, e.g. ``./data/datasets/fineweb10B_sp1024/fineweb_train_*.bin``.
+        vocab_size: When given, each shard's token ids are checked against it at the shard's first read (one
+            pass over the shard), so a shard from another tokenizer fails at its first batch, naming the file.
     """
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, vocab_size: int | None = None) -> None:
+        self.vocab_size = vocab_size
+        self._checked: set[int] = set()
         self.files = find_shards(pattern)
         self.shards = [load_shard(f) for f in self.files]
         sizes = np.array([s.size for s in self.shards], dtype=np.int64)
@@ -155,6 +171,9 @@ class TokenStream:
             idx = int(np.searchsorted(self.starts, pos, side="right")) - 1
             local = pos - int(self.starts[idx])
             k = min(n - filled, self.shards[idx].size - local)
+            if self.vocab_size is not None and idx not in self._checked:
+                check_token_ids(self.shards[idx], self.vocab_size, str(self.files[idx]))
+                self._checked.add(idx)
             out[filled : filled + k] = self.shards[idx][local : local + k]
             filled += k
             pos = (pos + k) % self.total

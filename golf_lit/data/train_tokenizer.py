@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from golf_lit.data.encode import parse_doc_line
+from golf_lit.io import FolderLock
 
 DEFAULT_HELDOUT_DOCS = 1000
 DEFAULT_INPUT_SENTENCE_SIZE = 1_000_000
@@ -168,8 +169,14 @@ def train_tokenizer(
     transform = caseops_mod.encode if caseops else None
     extra = {"user_defined_symbols": list(caseops_mod.MARKERS)} if caseops else {}
     stem = tokenizer_file_stem(vocab_size, caseops)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
+    lock = FolderLock(out_dir, "--out").acquire()  # two train-tokenizer runs into one folder: the second is refused
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
+    except BaseException:
+        lock.release()
+        raise
     try:
         try:
             spm.SentencePieceTrainer.train(
@@ -192,15 +199,22 @@ def train_tokenizer(
         sp = spm.SentencePieceProcessor(model_file=str(tmp / f"{stem}.model"))
         if int(sp.vocab_size()) != vocab_size:
             raise ValueError(f"SentencePiece produced {sp.vocab_size()} pieces, not the requested {vocab_size}")
+        # The held-out measurement reads the rest of the docs file, which may still fail (a bad line): measure
+        # before the new files replace an existing tokenizer, so a failed run leaves the old one in place.
+        n_tokens = n_bytes = n_held = 0
+        for text in _iter_docs(docs_path, total - heldout_docs, None):
+            n_tokens += len(sp.encode(transform(text) if transform else text, out_type=int))
+            n_bytes += len(text.encode("utf-8"))
+            n_held += 1
         model_path, vocab_path = out_dir / f"{stem}.model", out_dir / f"{stem}.vocab"
         os.replace(tmp / f"{stem}.vocab", vocab_path)
         os.replace(tmp / f"{stem}.model", model_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created:  # a failed run leaves no empty folder behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-    n_tokens = n_bytes = n_held = 0
-    for text in _iter_docs(docs_path, total - heldout_docs, None):
-        n_tokens += len(sp.encode(transform(text) if transform else text, out_type=int))
-        n_bytes += len(text.encode("utf-8"))
-        n_held += 1
+        lock.release()
     return TokenizerReport(model_path, vocab_path, vocab_size, train_end, n_held, n_tokens, n_bytes)

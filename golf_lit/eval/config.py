@@ -16,6 +16,21 @@ DEFAULT_EVAL_BUDGET_SECONDS = 600.0
 """The challenge's evaluation limit: 10 minutes on 8xH100."""
 
 
+def require_accelerator(name: str) -> None:
+    """Refuse, before any work, an accelerator this machine does not have (Fabric would fail with a traceback)."""
+    import importlib.util
+
+    import torch
+
+    wanted = str(name).lower()
+    if wanted in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise ValueError(f"accelerator: {name!r} was asked for, but torch sees no CUDA device on this machine")
+    if wanted == "tpu" and importlib.util.find_spec("torch_xla") is None:
+        raise ValueError(f"accelerator: {name!r} was asked for, but torch_xla is not installed")
+    if wanted == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"accelerator: {name!r} was asked for, but torch sees no MPS device on this machine")
+
+
 @dataclass(kw_only=True)
 class EvalConfig:
     """What ``golf-lit eval`` scores and how (every field is a CLI flag / YAML key)."""
@@ -92,6 +107,8 @@ class EvalConfig:
             raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens}")
         if self.devices < 1:
             raise ValueError(f"devices: must be >= 1, got {self.devices}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads: must be >= 1 (or unset: torch's default), got {self.num_threads}")
         if self.roundtrip_batch_seqs < 1:
             raise ValueError(f"roundtrip_batch_seqs: must be >= 1, got {self.roundtrip_batch_seqs}")
         if not self.eval_budget_seconds >= 0:

@@ -26,7 +26,7 @@ from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.budget import EvalBudget
-from golf_lit.eval.config import EvalConfig
+from golf_lit.eval.config import EvalConfig, require_accelerator
 from golf_lit.eval.loading import find_model_config, load_model, require_tokenizer_match
 from golf_lit.eval.report import (
     check_output_path,
@@ -80,6 +80,9 @@ class Evaluator:
         build_strategies(cfg)  # fail before launching
         self.cfg = cfg
         self.clock = clock
+        if fabric is None:
+            require_accelerator(cfg.accelerator)  # one line, not Fabric's traceback (not in EvalConfig: parsing a
+            # config written for a GPU machine stays possible anywhere)
         self.fabric = fabric or Fabric(
             accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.fabric_strategy, precision=cfg.precision
         )
@@ -135,7 +138,8 @@ class RankEvaluation:
         sp = load_tokenizer(resolve(cfg.tokenizer))
         require_vocab_match(vocab, int(sp.vocab_size()), cfg.tokenizer)
         require_tokenizer_match(cfg.artifact, cfg.tokenizer)  # the sha256 export recorded, if any
-        check_dataset(resolve(cfg.val_files))  # sizes and header counts against a tokenize manifest, if any
+        # sizes, header counts and the tokenizer's sha256 against a tokenize manifest, if any
+        check_dataset(resolve(cfg.val_files), tokenizer=resolve(cfg.tokenizer))
         tokens = load_validation_tokens(resolve(cfg.val_files), cfg.sliding.seq_len)
         if cfg.max_tokens is not None:
             tokens = tokens[: cfg.max_tokens + 1]

@@ -100,8 +100,8 @@ def load_model_config_file(path: str | Path) -> ModelConfig:
             import yaml
 
             data = yaml.safe_load(text)
-    except Exception as exc:  # json/yaml syntax errors
-        raise ValueError(f"{p}: not a readable JSON/YAML model config ({exc})") from exc
+    except Exception as exc:  # json/yaml syntax errors, RecursionError on absurdly deep nesting
+        raise ValueError(f"{p}: not a readable JSON/YAML model config ({str(exc)[:200]})") from None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
     if isinstance(data, dict) and isinstance(data.get("init_args"), dict):

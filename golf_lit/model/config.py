@@ -139,8 +139,8 @@ class ModelConfig:
             raise bad("xsa_last_n", f"must be between 0 and num_layers={self.num_layers}, got {self.xsa_last_n}")
         if self.logit_softcap <= 0:
             raise bad("logit_softcap", f"must be positive, got {self.logit_softcap}")
-        if self.mlp_mult <= 0:
-            raise bad("mlp_mult", f"must be positive, got {self.mlp_mult}")
+        if not self.mlp_mult * self.model_dim >= 1:  # also refuses NaN
+            raise bad("mlp_mult", f"the MLP width int(mlp_mult * model_dim) must be >= 1, got mlp_mult={self.mlp_mult}")
         if self.bigram_vocab_size < 0 or self.bigram_vocab_size == 1:
             raise bad("bigram_vocab_size", f"must be 0 (off) or >= 2, got {self.bigram_vocab_size}")
         if self.num_loops < 0:

@@ -5,7 +5,10 @@ Used by the ``ArtifactExport`` callback after ``fit`` and by ``golf-lit export -
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -13,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from golf_lit.artifact import CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
+from golf_lit.artifact import ArtifactBudgetError, CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
 from golf_lit.artifact.budget import attempt_name
 from golf_lit.artifact.calibrate import calibrate
 from golf_lit.data.byte_source import load_byte_source
@@ -25,7 +28,7 @@ from golf_lit.eval.loading import provenance, tokenizer_record
 from golf_lit.eval.scorer import MODEL
 from golf_lit.eval.strategies import EvalContext
 from golf_lit.eval.strategies.roundtrip import Roundtrip
-from golf_lit.io import atomic_write_bytes, atomic_write_json, require_writable_dir
+from golf_lit.io import FolderLock, atomic_write_bytes, atomic_write_json, require_writable_dir
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 from golf_lit.train.checkpoint import load_checkpoint_model
@@ -154,7 +157,29 @@ def export_model(
     luts = load_byte_source(resolve(val_files), sp, cfg.vocab_size, val_tokens.numel(),  # LUTs or CaseOps sidecar
                             tokenizer_path=tokenizer_path)
     out.mkdir(parents=True, exist_ok=True)  # after the inputs load: a bad tokenizer or shard leaves no folder
+    # Everything is built in a temporary folder inside `out` and moved in at the end, the artifact last: an
+    # interrupted export (Ctrl-C, SIGTERM, a full disk) never leaves an artifact without its config.json and
+    # submission.json, and never touches the previous export's files.
+    stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out))
+    try:
+        report = _export_into(stage, model, cfg, quant, val_tokens, luts, seq_len, batch_seqs, device, val_files,
+                              eval_pre_quant, extra_config, extra_report, log, train_files, training_time,
+                              tokenizer_path)
+        for name in sorted(p.name for p in stage.iterdir() if p.name != ARTIFACT_NAME) + [ARTIFACT_NAME]:
+            os.replace(stage / name, out / name)
+    except ArtifactBudgetError as exc:  # keep the over-budget blob beside the good artifact, as save_artifact says
+        kept = out / exc.over_budget_path.name
+        os.replace(exc.over_budget_path, kept)
+        raise ArtifactBudgetError(str(exc).replace(str(stage), str(out)), exc.result, kept) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return report
 
+
+def _export_into(stage, model, cfg, quant, val_tokens, luts, seq_len, batch_seqs, device, val_files, eval_pre_quant,
+                 extra_config, extra_report, log, train_files, training_time, tokenizer_path) -> dict[str, Any]:
+    """The body of :func:`export_model`, writing into the temporary folder ``stage``."""
+    out = stage
     report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
     if eval_pre_quant:
         sums, secs = _score(model, val_tokens, luts, seq_len, batch_seqs, device)
@@ -324,18 +349,22 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
     device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    report = export_model(
-        model.to(device),
-        out,
-        quant=quant,
-        val_files=opts.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
-        tokenizer_path=opts.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
-        seq_len=int(data_hp.get("train_seq_len", 2048)),
-        val_max_tokens=opts.val_max_tokens if opts.val_max_tokens is not None else data_hp.get("val_max_tokens"),
-        eval_pre_quant=not opts.no_pre_quant_eval,
-        extra_config={"checkpoint": str(opts.ckpt), "data": data_hp},
-        train_files=data_hp.get("train_files"),
-        training_time=training_time,
-    )
+    lock = FolderLock(out, "--out").acquire()  # a second export into the same folder is refused by name
+    try:
+        report = export_model(
+            model.to(device),
+            out,
+            quant=quant,
+            val_files=opts.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
+            tokenizer_path=opts.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
+            seq_len=int(data_hp.get("train_seq_len", 2048)),
+            val_max_tokens=opts.val_max_tokens if opts.val_max_tokens is not None else data_hp.get("val_max_tokens"),
+            eval_pre_quant=not opts.no_pre_quant_eval,
+            extra_config={"checkpoint": str(opts.ckpt), "data": data_hp},
+            train_files=data_hp.get("train_files"),
+            training_time=training_time,
+        )
+    finally:
+        lock.release()
     print(f"wrote {out}/{ARTIFACT_NAME} ({report['bytes_total']} bytes with code) and {out}/submission.json")
     return 0

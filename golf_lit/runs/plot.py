@@ -28,21 +28,31 @@ SERIES = [("train/loss", "train loss"), ("val/bpb", "val_bpb"), ("train/lr_mult"
 TIME_COLUMN = "train/time_ms"
 
 
+MIN_DPI, MAX_DPI = 10, 600
+
+
 def read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
     """Column -> [(step, value)] for every non-empty cell, plus ``time`` -> [(step, training seconds)]."""
+    out: dict[str, list[tuple[float, float]]] = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames or "step" not in reader.fieldnames:
-            raise ValueError(f"{path}: not a Lightning metrics.csv (no 'step' column)")
-        out: dict[str, list[tuple[float, float]]] = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                step = float(row["step"])
-                for col, _ in [*SERIES, (TIME_COLUMN, "")]:
-                    if row.get(col) not in (None, ""):
-                        out.setdefault(col, []).append((step, float(row[col])))
-            except ValueError:
-                raise ValueError(f"{path}:{line}: expected numbers, got {row}") from None
+        try:
+            if not reader.fieldnames or "step" not in reader.fieldnames:
+                raise ValueError(f"{path}: not a Lightning metrics.csv (no 'step' column)")
+            for row in reader:
+                try:
+                    step = float(row["step"])
+                    for col, _ in [*SERIES, (TIME_COLUMN, "")]:
+                        if row.get(col) not in (None, ""):
+                            out.setdefault(col, []).append((step, float(row[col])))
+                except (ValueError, TypeError):
+                    raise ValueError(
+                        f"{path}:{reader.line_num}: expected numbers, got {str(row)[:200]}"
+                    ) from None
+        except csv.Error as exc:  # e.g. a cell past the csv module's field size limit
+            raise ValueError(f"{path}: not a readable CSV near line {reader.line_num + 1} ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not a text CSV ({exc.reason} at byte {exc.start})") from None
     if TIME_COLUMN in out:
         out["time"] = [(s, ms / 1000.0) for s, ms in out.pop(TIME_COLUMN)]
     return out
@@ -140,6 +150,8 @@ def build_parser():
 def main(argv: list[str]) -> int:
     """Entry point of ``golf-lit plot``."""
     args: PlotOptions = build(PlotOptions, parse(build_parser(), argv))
+    if not MIN_DPI <= args.dpi <= MAX_DPI:  # 10000 dpi is a 100-megapixel image per inch of figure
+        raise ValueError(f"--dpi: must be between {MIN_DPI} and {MAX_DPI}, got {args.dpi}")
     labels = args.labels.split(",") if args.labels else default_labels(args.runs)
     if len(labels) != len(args.runs):
         raise ValueError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")

@@ -5,12 +5,14 @@ subprocess that runs a command there, reading a finished run back and the same-c
 Layout written by ``golf-lit seeds`` (one directory per seed)::
 
     RUN_DIR/fit_config.yaml       the resolved ``golf-lit fit`` config the run used (seed and paths included)
-    RUN_DIR/train.log             the full console output of ``golf-lit fit``
+    RUN_DIR/train.log             the train log ``golf-lit fit`` writes itself (record-shaped lines)
+    RUN_DIR/fit.out               the full console output of ``golf-lit fit``
     RUN_DIR/artifact/             final_model.int6.ptz, submission.json, config.json (+ packed_eval.py)
     RUN_DIR/eval.json, eval.log   the ``golf-lit eval`` report and console output
 
-A directory written by a plain ``golf-lit fit`` works too when its console output was saved as ``train.log``;
-its resolved config is then the ``config.yaml`` LightningCLI saved under ``lightning_logs/``.
+A directory written by a plain ``golf-lit fit`` works too (it writes ``train.log`` into its
+``trainer.default_root_dir``); its resolved config is then the ``config.yaml`` LightningCLI saved under
+``lightning_logs/``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import yaml
 
 FIT_CONFIG = "fit_config.yaml"
 TRAIN_LOG = "train.log"
+FIT_CONSOLE = "fit.out"
 EVAL_LOG = "eval.log"
 EVAL_REPORT = "eval.json"
 ARTIFACT_DIR = "artifact"
@@ -135,7 +138,7 @@ def config_difference(a: Any, b: Any, prefix: str = "") -> str | None:
 def _read_json(path: Path, run: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise RunError(f"run {run}: {path.name} is not readable JSON ({exc})") from exc
 
 

@@ -15,6 +15,7 @@ Examples::
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import subprocess
@@ -32,7 +33,7 @@ from golf_lit.runs.rundir import (
     EVAL_LOG,
     EVAL_REPORT,
     FIT_CONFIG,
-    TRAIN_LOG,
+    FIT_CONSOLE,
     Run,
     check_same_config,
     dump_config,
@@ -90,9 +91,9 @@ def run_seed(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | 
         return load_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg_path, dump_config(cfg))
-    log(f"seed {seed}: training ({run_dir / TRAIN_LOG})")
-    status = run_command(golf_lit_command("fit", "--config", str(cfg_path)), run_dir / TRAIN_LOG)
-    require_success(status, run_dir / TRAIN_LOG, f"seed {seed}: fit")
+    log(f"seed {seed}: training ({run_dir / FIT_CONSOLE}; fit writes its own train.log there)")
+    status = run_command(golf_lit_command("fit", "--config", str(cfg_path)), run_dir / FIT_CONSOLE)
+    require_success(status, run_dir / FIT_CONSOLE, f"seed {seed}: fit")
     artifact = run_dir / ARTIFACT_DIR / "final_model.int6.ptz"
     log(f"seed {seed}: scoring ({run_dir / EVAL_LOG})")
     cmd = golf_lit_command("eval", "--artifact", str(artifact), "--report", str(run_dir / EVAL_REPORT), *eval_args)
@@ -261,6 +262,30 @@ def build_parser():
     return parser
 
 
+def check_eval_windows(base: dict[str, Any], eval_args: list[str]) -> None:
+    """Refuse ``--eval-args`` whose sliding window cannot work with the run's sequence length, before training.
+
+    The eval takes ``sliding.seq_len`` from the artifact's ``data.train_seq_len`` unless ``--eval-args`` sets it;
+    with a short ``train_seq_len`` the default stride (64) no longer fits (``sliding.stride <= seq_len``).
+    """
+    from golf_lit.eval.strategies.sliding import SlidingConfig
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--sliding.seq_len", "--sliding.seq-len", dest="seq_len", type=int, default=None)
+    parser.add_argument("--sliding.stride", dest="stride", type=int, default=None)
+    try:
+        got, _ = parser.parse_known_args(eval_args)
+    except SystemExit:
+        raise ValueError(f"--eval-args: --sliding.seq_len / --sliding.stride need integers, got {eval_args}") from None
+    seq_len = got.seq_len or ((base.get("data") or {}).get("train_seq_len")) or SlidingConfig.seq_len
+    stride = got.stride or SlidingConfig.stride
+    try:
+        SlidingConfig(seq_len=int(seq_len), stride=int(stride))
+    except ValueError as exc:
+        raise ValueError(f"--eval-args (with the config's data.train_seq_len {seq_len}): {exc}; set "
+                         "--sliding.stride in --eval-args") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``golf-lit seeds``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -272,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/seeds_{Path(args.config).stem}").resolve()
     base = resolve_fit_config(args.config, overrides)
     eval_args = shlex.split(args.eval_args)
+    check_eval_windows(base, eval_args)  # before any training: a bad window setting would fail only after it
     runs = [run_seed(base, s, out / f"seed_{s}", args.fixed_steps, eval_args, args.code) for s in args.seeds]
     check_same_config(runs)
     baseline = baseline_values(args.baseline) if args.baseline else None

@@ -233,3 +233,57 @@ def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
     return model, ckpt
+
+
+def _shape_summary(fields: dict[str, Any]) -> str:
+    keys = ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult")
+    return " ".join(f"{k}={fields[k]}" for k in keys if k in fields)
+
+
+def check_checkpoint_shapes(checkpoint: dict[str, Any], config: Any, source: str) -> None:
+    """Refuse a checkpoint whose GPT weights have other shapes than the configured model.
+
+    Args:
+        checkpoint: The loaded checkpoint dict (``state_dict`` with ``gpt.*`` weights, ``hyper_parameters``).
+        config: The configured model: a module with a ``gpt`` (its weights' shapes), or the ``GolfLM`` arguments
+            (a mapping or jsonargparse Namespace of ``ModelConfig`` fields; the GPT is built on the meta device,
+            so nothing is allocated).
+        source: The checkpoint's path, for the message.
+
+    Raises:
+        CheckpointError: One line naming the checkpoint, the first differing weight with both shapes, and both
+            models' sizes (``num_layers``, ``model_dim``, ...).
+    """
+    from golf_lit.model.config import ModelConfig
+    from golf_lit.model.gpt import GPT
+
+    weights = checkpoint.get("state_dict")
+    if not isinstance(weights, dict):
+        return  # not a Lightning checkpoint of a module: Lightning's own loading reports it
+    ours = {k[4:]: tuple(v.shape) for k, v in weights.items() if k.startswith("gpt.") and hasattr(v, "shape")}
+    if not ours:
+        return
+    if hasattr(config, "gpt"):
+        model_cfg = config.model_config.to_dict() if hasattr(config, "model_config") else {}
+        theirs = {k: tuple(v.shape) for k, v in config.gpt.state_dict().items()}
+    else:
+        fields = config.as_dict() if hasattr(config, "as_dict") else dict(config)
+        names = set(ModelConfig.__dataclass_fields__)
+        model_cfg = {k: v for k, v in fields.items() if k in names}
+        try:
+            with torch.device("meta"):
+                theirs = {k: tuple(v.shape) for k, v in GPT(ModelConfig(**model_cfg)).state_dict().items()}
+        except (TypeError, ValueError):
+            return  # an invalid model config is reported by the config checks
+    diff = next((k for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)), None)
+    if diff is None:
+        return
+    hp = checkpoint.get("hyper_parameters")
+    ckpt_fields = hp if isinstance(hp, dict) else {}
+    raise CheckpointError(
+        f"{source}: the checkpoint's model has other shapes than the configured one ({diff}: "
+        f"{list(ours[diff]) if diff in ours else 'absent'} in the checkpoint, "
+        f"{list(theirs[diff]) if diff in theirs else 'absent'} in the config; checkpoint "
+        f"{_shape_summary(ckpt_fields) or '?'}, config {_shape_summary(model_cfg) or '?'}); "
+        "resume with the config it was trained with"
+    )

@@ -67,6 +67,10 @@ class LoRAHooks:
     """
 
     def __init__(self, model: nn.Module, rank: int, alpha: float, targets: tuple[str, ...], batch: int) -> None:
+        dim = getattr(getattr(model, "cfg", None), "model_dim", None)
+        if dim is not None and rank > dim:  # before any adapter is allocated (rank 100000 = 26 GB)
+            raise ValueError(f"phased_ttt.lora_rank: {rank} exceeds the model width {dim}; a LoRA rank above the "
+                             "width adds nothing")
         self.rank, self.scale, self.batch = rank, alpha / rank, batch
         self.adapters = nn.ModuleDict()
         self.handles: list = []
