@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
+
+from golf_lit.options import check_config_files, normalize_options  # noqa: F401 (re-exported)
 
 USAGE = """usage: golf-lit {fit,validate,eval,export,data,seeds,submit,ablate,plot} ...
 
@@ -23,59 +23,15 @@ Run 'golf-lit COMMAND -h' for the options of a command. Options are spelled with
 """
 
 
-def normalize_options(argv: list[str], known: set[str]) -> list[str]:
-    """Rewrite ``--some-option`` / ``--some_option`` (also ``=value`` forms) to the spelling in ``known``."""
-    out = []
-    for arg in argv:
-        name, eq, value = arg.partition("=")
-        if arg.startswith("--") and name not in known:
-            for candidate in (name[:2] + name[2:].replace("-", "_"), name[:2] + name[2:].replace("_", "-")):
-                if candidate in known:
-                    arg = candidate + eq + value
-                    break
-        out.append(arg)
-    return out
-
-
-def check_config_files(argv: list[str]) -> None:
-    """Raise ValueError naming a ``--config`` file that is not UTF-8 text (jsonargparse would not name it)."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            path = arg.partition("=")[2]
-        elif arg == "--config" and i + 1 < len(argv):
-            path = argv[i + 1]
-        else:
-            continue
-        if os.path.isfile(path):
-            try:
-                Path(path).read_bytes().decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"--config {path}: not a YAML text file ({exc.reason} at byte {exc.start})") from None
-
-
 def run_lightning(argv: list[str]) -> int:
     """Run LightningCLI (``fit``/``validate``) with golf-lit's module and data module."""
-    from jsonargparse import set_docstring_parse_options
+    from golf_lit.train.cli import run_fit
 
-    from golf_lit.data.datamodule import GolfDataModule
-    from golf_lit.train.cli import GolfCLI, alias_short_callback_paths
-    from golf_lit.train.module import GolfLM
-
-    set_docstring_parse_options(attribute_docstrings=True)
     check_config_files(argv)
-    alias_short_callback_paths()
     # From the console, let LightningCLI read sys.argv itself: Lightning's DDP launcher re-runs sys.argv to start
     # the other ranks, so it must stay intact. Programmatic calls pass their own arguments.
     from_console = argv == sys.argv[1:]
-    GolfCLI(
-        GolfLM,
-        GolfDataModule,
-        args=None if from_console else argv,
-        seed_everything_default=1337,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"use_distributed_sampler": False, "check_val_every_n_epoch": None},
-        parser_kwargs={"prog": "golf-lit"},
-    )
+    run_fit(None if from_console else argv)
     return 0
 
 

@@ -21,12 +21,12 @@ import warnings
 from dataclasses import fields
 from typing import Any
 
-from golf_lit.cli import normalize_options
 from golf_lit.eval.budget import EvalBudgetError
 from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import Evaluator
 from golf_lit.eval.loading import artifact_data_defaults, find_model_config
 from golf_lit.model.config import ModelConfig
+from golf_lit.options import normalize_options
 
 
 def build_parser():

@@ -6,6 +6,7 @@ Used by the ``ArtifactExport`` callback after ``fit`` and by ``golf-lit export -
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -13,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from golf_lit.artifact import CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
 from golf_lit.artifact.budget import attempt_name
 from golf_lit.artifact.calibrate import calibrate
-from golf_lit.cli import normalize_options
 from golf_lit.data.byte_source import load_byte_source
 from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
 from golf_lit.data.shards import load_validation_tokens
@@ -25,9 +26,10 @@ from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.loading import provenance
 from golf_lit.eval.strategies.roundtrip import score_roundtrip
-from golf_lit.io import atomic_write_bytes, atomic_write_json, require_writable_dir
+from golf_lit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, require_writable_dir
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
+from golf_lit.options import normalize_options
 from golf_lit.train.checkpoint import load_checkpoint_model
 
 ARTIFACT_NAME = "final_model.int6.ptz"
@@ -40,27 +42,34 @@ def _score(model: GPT, val_tokens: torch.Tensor, luts, seq_len: int, batch_seqs:
     return sums, time.perf_counter() - t0
 
 
-CODE_CONVENTIONS = {"auto": "package_source", "packed": "packed"}
+def minimal_fit_config(cfg: ModelConfig, extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A fit config from what an export knows without the run's config: the model, its optimizer and data
+    settings (``extra_config`` keys ``optim`` and ``data``), the trainer's defaults."""
+    extra = extra_config or {}
+    model: dict[str, Any] = cfg.to_dict()
+    if isinstance(extra.get("optim"), dict):
+        model["optim"] = dict(extra["optim"])
+    return {"model": model, "data": dict(extra.get("data") or {})}
 
 
-def _code_bytes(quant: QuantConfig, cfg: ModelConfig, seq_len: int, out: Path, report: dict[str, Any]):
-    """Code bytes and their convention: ``packed`` writes the one-file scorer beside the artifact and counts it."""
+def _code_bytes(quant: QuantConfig, out: Path, report: dict[str, Any], fit_config: dict[str, Any],
+                eval_args: list[str] | None) -> tuple[CodeBytes | None, str]:
+    """Code bytes and their convention.
+
+    ``auto`` (the default): the run's ``train_gpt.py`` (golf_lit.runs.pack) is generated from ``fit_config`` and
+    ``eval_args``, written beside the artifact with its ``requirements.txt``, and its size is the code bytes;
+    the report's ``code`` entry says what went into it. A number or a file path is counted as given.
+    """
     spec = quant.code_bytes
-    if spec != "packed":
-        convention = CODE_CONVENTIONS.get(spec) if isinstance(spec, str) else "number"
-        return None, convention or "file"
-    from golf_lit.runs.pack.build import PACKED_NAME, build_packed
+    if spec != "auto":
+        return None, "number" if isinstance(spec, int) else "file"
+    from golf_lit.runs.pack.build import REQUIREMENTS_NAME, SCRIPT_NAME, build_record_script
 
-    packed = build_packed(cfg, seq_len)
-    atomic_write_bytes(out / PACKED_NAME, packed.script)
-    report["packed"] = {
-        "file": PACKED_NAME,
-        "modules": list(packed.modules),
-        "minifier": packed.minifier,
-        "source_bytes": packed.source_bytes,
-        "minified_bytes": packed.minified_bytes,
-    }
-    return CodeBytes(len(packed.script), "packed", ((PACKED_NAME, len(packed.script)),)), "packed"
+    packed = build_record_script(fit_config, eval_args)
+    atomic_write_bytes(out / SCRIPT_NAME, packed.script)
+    atomic_write_text(out / REQUIREMENTS_NAME, "".join(f"{r}\n" for r in packed.requirements))
+    report["code"] = packed.summary()
+    return CodeBytes(len(packed.script), "auto", ((SCRIPT_NAME, len(packed.script)),)), "train_gpt"
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,8 @@ def export_model(
     log=print,
     train_files: str | None = None,
     training_time: TrainingTime | None = None,
+    fit_config: dict[str, Any] | None = None,
+    eval_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write ``final_model.int6.ptz``, ``submission.json`` and ``config.json`` into ``out_dir``.
 
@@ -136,6 +147,9 @@ def export_model(
         log: Where record-shaped lines go.
         train_files: Training shards, for GPTQ calibration (``quant.gptq``); never the validation files.
         training_time: The training clock, to report whether training + calibration stayed within the cap.
+        fit_config: The run's resolved fit config, baked into ``train_gpt.py`` (``quant.code_bytes: auto``);
+            default: :func:`minimal_fit_config`.
+        eval_args: ``golf-lit eval`` options of the claimed evaluation, baked into ``train_gpt.py``.
 
     Returns:
         The report written to ``submission.json``.
@@ -171,7 +185,10 @@ def export_model(
     within = _training_budget(training_time, calibration_s, log)
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    code, convention = _code_bytes(quant, cfg, seq_len, out, report)
+    if fit_config is None:
+        fit_config = minimal_fit_config(cfg, {"data": {"val_files": val_files, "tokenizer_path": tokenizer_path,
+                                                       "train_seq_len": seq_len}, **(extra_config or {})})
+    code, convention = _code_bytes(quant, out, report, fit_config, eval_args)
     t0 = time.perf_counter()
     result = save_artifact(state, out / ARTIFACT_NAME, quant, code_bytes=code, hessians=hessians)
     export_s = time.perf_counter() - t0
@@ -236,11 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default=None, help="tokenizer model (default: the checkpoint's data config)")
     parser.add_argument("--val_max_tokens", type=int, default=None, help="score only the first N validation tokens")
     parser.add_argument("--zstd_levels", type=int, nargs="+", default=None, help="zstd levels, in order")
-    parser.add_argument("--code_bytes", default="auto", help="'auto', 'packed', a file path, or a number of bytes")
-    parser.add_argument(
-        "--code", choices=("package_source", "packed"), default=None,
-        help="code-bytes convention: the readable golf_lit scorer files (= --code_bytes auto) or one packed file",
-    )
+    parser.add_argument("--code_bytes", default="auto",
+                        help="'auto' (size of the train_gpt.py written beside the artifact), a file path, or a number")
+    parser.add_argument("--fit_config", default=None,
+                        help="the run's resolved fit config (YAML) to bake into train_gpt.py (default: the model and "
+                        "data of the checkpoint, the trainer's defaults)")
+    parser.add_argument("--eval_args", default=None,
+                        help="golf-lit eval options of the claimed evaluation, baked into train_gpt.py (one string)")
     parser.add_argument("--gptq_lite", action="store_true", help="per-matrix clip search for int6 (2026-03-22 record)")
     top = parser.add_argument_group("leaderboard-top quantization (docs/top-stack.md §5)")
     top.add_argument("--gptq", action="store_true", help="full-Hessian GPTQ calibrated on training batches")
@@ -269,8 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     model, ckpt = load_checkpoint_model(args.ckpt, use_ema=not args.no_ema)
     data_hp = ckpt.get("datamodule_hyper_parameters", {})
     code_bytes: int | str = int(args.code_bytes) if args.code_bytes.isdigit() else args.code_bytes
-    if args.code is not None:
-        code_bytes = {"package_source": "auto", "packed": "packed"}[args.code]
+    fit_config = None
+    if args.fit_config is not None:
+        try:
+            fit_config = yaml.safe_load(Path(args.fit_config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"--fit_config {args.fit_config}: not a readable YAML config ({exc})") from None
+        if not isinstance(fit_config, dict):
+            raise ValueError(f"--fit_config {args.fit_config}: expected a mapping (a golf-lit fit config)")
     quant = QuantConfig(
         code_bytes=code_bytes,
         gptq_lite=args.gptq_lite,
@@ -305,9 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         seq_len=int(data_hp.get("train_seq_len", 2048)),
         val_max_tokens=args.val_max_tokens if args.val_max_tokens is not None else data_hp.get("val_max_tokens"),
         eval_pre_quant=not args.no_pre_quant_eval,
-        extra_config={"checkpoint": str(args.ckpt), "data": data_hp},
+        extra_config={"checkpoint": str(args.ckpt), "data": data_hp,
+                      **({"optim": ckpt["hyper_parameters"]["optim"]}
+                         if isinstance(ckpt.get("hyper_parameters", {}).get("optim"), dict) else {})},
         train_files=data_hp.get("train_files"),
         training_time=training_time,
+        fit_config=fit_config,
+        eval_args=shlex.split(args.eval_args) if args.eval_args else None,
     )
     print(f"wrote {out}/{ARTIFACT_NAME} ({report['bytes_total']} bytes with code) and {out}/submission.json")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
@@ -89,9 +90,21 @@ class GolfCLI(LightningCLI):
             if isinstance(pattern, str):
                 for shard in find_shards(resolve(pattern)):
                     read_shard_header(shard)
+        if subcommand == "fit":
+            self._hand_over_fit_config()
         cfg = self.config_init[subcommand]
         if "ckpt_path" in cfg:
             cfg["ckpt_path"] = resolve_resume_path(cfg["ckpt_path"], self._checkpoint_dirs())
+
+    def _hand_over_fit_config(self) -> None:
+        """Give the resolved fit config to the callbacks that ask for it (``ArtifactExport`` packs it into
+        ``train_gpt.py``): those with a ``fit_config`` attribute."""
+        wanting = [cb for cb in self.trainer.callbacks if hasattr(cb, "fit_config")]
+        if wanting:
+            text = self._parser("fit").dump(self.config["fit"], skip_none=False)
+            resolved = yaml.safe_load(text)
+            for cb in wanting:
+                cb.fit_config = resolved
 
     def before_fit(self) -> None:
         self._before("fit")
@@ -99,3 +112,24 @@ class GolfCLI(LightningCLI):
     def before_validate(self) -> None:
         self._before("validate")
 
+
+
+CLI_DEFAULTS: dict = {
+    "seed_everything_default": 1337,
+    "save_config_kwargs": {"overwrite": True},
+    "trainer_defaults": {"use_distributed_sampler": False, "check_val_every_n_epoch": None},
+    "parser_kwargs": {"prog": "golf-lit"},
+}
+"""How ``golf-lit fit`` builds its GolfCLI (also what ``train_gpt.py`` runs)."""
+
+
+def run_fit(args: dict | list[str] | None) -> GolfCLI:
+    """Run GolfCLI with golf-lit's module, data module and defaults; ``args`` as LightningCLI takes them."""
+    from jsonargparse import set_docstring_parse_options
+
+    from golf_lit.data.datamodule import GolfDataModule
+    from golf_lit.train.module import GolfLM
+
+    set_docstring_parse_options(attribute_docstrings=True)
+    alias_short_callback_paths()
+    return GolfCLI(GolfLM, GolfDataModule, args=args, **CLI_DEFAULTS)
