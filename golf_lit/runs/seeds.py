@@ -66,10 +66,10 @@ def _is_class(entry: Any, suffix: str) -> bool:
 
 
 def seed_config(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | None = None,
-                code: str | None = None) -> dict[str, Any]:
+                eval_args: list[str] | None = None) -> dict[str, Any]:
     """The config of one seed: ``base`` with the seed, every output path inside ``run_dir``; with
-    ``fixed_steps``, ``trainer.max_steps`` set and the wall-clock cap off (fixed-step mode); with ``code``
-    (``"packed"`` or ``"package_source"``), the export's code-bytes convention."""
+    ``fixed_steps``, ``trainer.max_steps`` set and the wall-clock cap off (fixed-step mode); with ``eval_args``,
+    the claimed evaluation (``golf-lit eval`` options) that the export bakes into the run's ``train_gpt.py``."""
     cfg = copy.deepcopy(base)
     cfg["seed_everything"] = int(seed)
     trainer = cfg.setdefault("trainer", {})
@@ -82,8 +82,8 @@ def seed_config(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int
             continue
         if _is_class(cb, "ArtifactExport"):
             args["dirpath"] = str(run_dir / ARTIFACT_DIR)
-            if code is not None:
-                args.setdefault("quant", {})["code_bytes"] = {"packed": "packed", "package_source": "auto"}[code]
+            if eval_args is not None:
+                args["eval_args"] = list(eval_args)
         elif "dirpath" in args:
             args["dirpath"] = str(run_dir / "checkpoints")
         if _is_class(cb, "WallClockLimit") and fixed_steps is not None:
@@ -106,9 +106,9 @@ def _run_logged(cmd: list[str], log: Path, what: str) -> None:
 
 
 def run_seed(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | None, eval_args: list[str],
-             code: str | None = None, log=print) -> Run:
+             log=print) -> Run:
     """Train and score one seed in ``run_dir`` (reused when it already holds a finished run of the same config)."""
-    cfg = seed_config(base, seed, run_dir, fixed_steps, code)
+    cfg = seed_config(base, seed, run_dir, fixed_steps, eval_args)
     cfg_path = run_dir / FIT_CONFIG
     if (run_dir / EVAL_REPORT).is_file() and cfg_path.is_file() and yaml.safe_load(cfg_path.read_text()) == cfg:
         log(f"seed {seed}: already finished in {run_dir}, reusing it")
@@ -253,8 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output directory (default: runs/seeds_<config name>)")
     p.add_argument("--fixed-steps", type=int, default=None,
                    help="fixed-step mode: trainer.max_steps = N with the wall-clock cap off")
-    p.add_argument("--code", choices=("package_source", "packed"), default=None,
-                   help="code-bytes convention of the export (default: the config's)")
     p.add_argument("--eval-args", default=DEFAULT_EVAL_ARGS,
                    help=f"golf-lit eval options (default {DEFAULT_EVAL_ARGS!r})")
     p.add_argument("--result", default=None, help="eval result name to tabulate (default: the last one in eval.json)")
@@ -277,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"runs/seeds_{Path(args.config).stem}").resolve()
     base = resolve_fit_config(args.config, overrides)
     eval_args = shlex.split(args.eval_args)
-    runs = [run_seed(base, s, out / f"seed_{s}", args.fixed_steps, eval_args, args.code) for s in args.seeds]
+    runs = [run_seed(base, s, out / f"seed_{s}", args.fixed_steps, eval_args) for s in args.seeds]
     check_same_config(runs)
     baseline = baseline_values(args.baseline) if args.baseline else None
     rows = [run_row(r, args.result) for r in runs]

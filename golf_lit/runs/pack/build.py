@@ -360,3 +360,20 @@ def read_baked(script: bytes) -> dict[str, Any]:
         if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["B"]:
             return ast.literal_eval(node.value)  # a literal: nothing runs
     raise ValueError("not a train_gpt.py written by golf-lit (no baked settings)")
+
+
+def current_sources_digest(baked_fit: dict[str, Any], entry: str = ENTRY, root: Path | None = None) -> str:
+    """:attr:`PackedCode.sources_sha256` of the sources as they are now, for a file that baked ``baked_fit``."""
+    modules = trace_modules([entry, CALLBACKS, *config_class_modules(baked_fit)], root)
+    return sources_digest({name: path.read_text(encoding="utf-8") for name, (path, _) in modules.items()})
+
+
+def eval_strategies(eval_args: list[str]) -> list[str]:
+    """The strategy chain baked ``golf-lit eval`` options run (``--strategy``; EvalConfig's default otherwise)."""
+    chain = "roundtrip,sliding"
+    for i, arg in enumerate(eval_args):
+        if arg in ("--strategy",) and i + 1 < len(eval_args):
+            chain = eval_args[i + 1]
+        elif arg.startswith("--strategy="):
+            chain = arg.partition("=")[2]
+    return [s.strip() for s in chain.split(",") if s.strip()]
