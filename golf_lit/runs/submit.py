@@ -34,7 +34,15 @@ from typing import Any
 
 from golf_lit.io import atomic_write_json, atomic_write_text
 from golf_lit.runs.fingerprint import describe, fingerprint, git_commit
-from golf_lit.runs.rundir import ARTIFACT_DIR, Run, RunError, check_same_config, dump_config, load_run
+from golf_lit.runs.rundir import (
+    ARTIFACT_DIR,
+    Run,
+    RunError,
+    check_same_config,
+    config_difference,
+    dump_config,
+    load_run,
+)
 from golf_lit.runs.seeds import (
     CHALLENGE_ALPHA,
     CHALLENGE_DELTA_NATS,
@@ -134,7 +142,13 @@ def _claimed_is_computed(run: Run, result: str | None, eval_args: list[str]) -> 
 
 def _ship_code(runs: list[Run], dest: Path, result: str | None) -> tuple[str, list[dict[str, Any]]]:
     """Check every run's ``train_gpt.py`` and copy the one file into ``dest``; returns the convention and files."""
-    from golf_lit.runs.pack.build import REQUIREMENTS_NAME, SCRIPT_NAME, current_sources_digest, read_baked
+    from golf_lit.runs.pack.build import (
+        REQUIREMENTS_NAME,
+        SCRIPT_NAME,
+        current_sources_digest,
+        portable_fit_config,
+        read_baked,
+    )
 
     first, script, reqs = runs[0], None, None
     for run in runs:
@@ -160,6 +174,10 @@ def _ship_code(runs: list[Run], dest: Path, result: str | None) -> tuple[str, li
             baked = read_baked(data)
         except ValueError as exc:
             raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME}: {exc}") from None
+        diff = config_difference(portable_fit_config(run.config), baked["fit"])
+        if diff or portable_fit_config(run.config) != baked["fit"]:
+            raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME} bakes another config than the run's "
+                                  f"resolved config ({diff or 'seed or output paths'})")
         if current_sources_digest(baked["fit"]) != code.get("sources_sha256"):
             raise SubmissionError(f"run {run.path}: the golf_lit code changed since the run was trained (the traced "
                                   "sources' sha256 differs from artifact/submission.json code.sources_sha256); "

@@ -137,5 +137,8 @@ def _run(cfg: dict[str, Any], root: Path, eval_args: list[str]) -> int:
     data = cfg["data"]
     args = ["--artifact", str(artifact), *eval_args, "--val_files", str(data["val_files"]),
             "--tokenizer", str(data["tokenizer_path"]), "--report", str(root / "eval.json")]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not any(a == "--devices" or a.startswith("--devices=") for a in eval_args):
+        args += ["--devices", str(world)]  # under torchrun every rank scores its share, as in training
     Evaluator(parse_config(args)).run()
     return 0
