@@ -167,9 +167,6 @@ def trace_modules(entries: str | list[str] = ENTRY, root: Path | None = None) ->
     return dict(sorted(found.items()))
 
 
-scorer_modules = trace_modules  # the name earlier versions used
-
-
 def config_class_modules(cfg: Any) -> list[str]:
     """Modules of the golf_lit classes a config names (``class_path`` values at any depth)."""
     found: list[str] = []
@@ -287,6 +284,11 @@ def _third_party(sources: dict[str, tuple[bool, str]]) -> set[str]:
     return {n for n in names if n != PACKAGE and n not in sys.stdlib_module_names and n != "__future__"}
 
 
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
 EXTRAS = {"jsonargparse": "signatures"}
 """Extras golf-lit's own dependencies name (pyproject.toml): LightningCLI needs jsonargparse's ``signatures``."""
 
@@ -297,7 +299,7 @@ def requirements(sources: dict[str, tuple[bool, str]]) -> tuple[str, ...]:
     An import no installed distribution provides (an optional one, e.g. ``brotli`` when it is not installed) is
     left out: the code guards those imports.
     """
-    provides = importlib.metadata.packages_distributions()
+    provides = _packages_distributions()
     pins = set()
     for top in _third_party(sources):
         for dist in provides.get(top, []):
