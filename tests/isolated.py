@@ -1,8 +1,10 @@
-"""Run a Python file in a clean environment where only torch, numpy, sentencepiece and zstandard are importable.
+"""Run a Python file in a clean environment where only the given distributions are importable (by default
+torch, numpy, sentencepiece and zstandard; for a train_gpt.py, those of its requirements.txt).
 
-The environment is a folder of links to those distributions and the distributions they require (torch needs
-sympy, filelock, ...); the interpreter runs with ``-S`` (no site-packages, so no editable golf_lit, no
-lightning) and ``-s``, with that folder as its only extra path.
+The environment is a folder of links to those distributions (their dist-info included, so requirement checks
+such as Lightning's see them) and the distributions they require, extras included (torch needs sympy,
+filelock, ...); the interpreter runs with ``-S`` (no site-packages, so no editable golf_lit) and ``-s``, with
+that folder as its only extra path.
 """
 
 from __future__ import annotations
