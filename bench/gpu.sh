@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements behind the README's speed tables, in one run (one machine, one process per benchmark).
+# The GPU measurements behind the speed tables of docs/training.md, in one run (one machine, one process per benchmark).
 #   bash bench/gpu.sh OUT_DIR
 # Needs a CUDA torch and golf-lit's dependencies; the repository root on PYTHONPATH (or golf-lit installed).
 set -u

@@ -11,7 +11,7 @@
 With ``--rounds R`` (default 2) the base variant's model and optimizers also run R blocks of ``--steps`` through
 golf-lit's Lightning stack and R blocks in a plain PyTorch loop written here (forward, backward, clip, Muon +
 AdamW, EMA), alternating, so both see the same machine state; each reports ms/step, tokens/s, peak memory and MFU
-(FLOPs per token: 6 * N_matmul + 6 * L * T * d, see the README; peak 989.5 TFLOP/s, H100 bf16 dense, or
+(FLOPs per token: 6 * N_matmul + 6 * L * T * d, see docs/training.md; peak 989.5 TFLOP/s, H100 bf16 dense, or
 ``--peak-tflops``). ``--rounds 0`` is the Lightning-only measurement.
 
 Runs ``--priming`` compile-priming steps (not timed), then ``--steps`` timed optimizer steps through the real

@@ -97,6 +97,15 @@ class ArtifactExport(Callback):
         return Path(self.dirpath or Path(trainer.default_root_dir) / "artifact")
 
     @override
+    def state_dict(self) -> dict:
+        """The quantization config, saved in every checkpoint so ``golf-lit export`` uses the run's own (#24)."""
+        return {"quant": self.quant.to_dict()}
+
+    @override
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore: a resumed run exports with the quant config it is started with."""
+
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         ema = _find_ema(trainer)
         if ema is not None:

@@ -1,10 +1,12 @@
-"""The ``golf-lit`` console script: ``fit`` (LightningCLI), ``eval``, ``export`` and ``data``."""
+"""The ``golf-lit`` console script: ``fit``/``validate`` (LightningCLI) and the commands of ``COMMANDS`` (options from
+dataclasses through jsonargparse, ``golf_lit.options``); hyphens and underscores in option names are made equal here."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
-
-from golf_lit.options import check_config_files, normalize_options  # noqa: F401 (re-exported)
+from pathlib import Path
 
 USAGE = """usage: golf-lit {fit,validate,eval,export,data,seeds,submit,ablate,plot} ...
 
@@ -19,8 +21,87 @@ USAGE = """usage: golf-lit {fit,validate,eval,export,data,seeds,submit,ablate,pl
   plot       PNG plots of train loss, val_bpb and lr multiplier from runs' CSV logs
 
 Run 'golf-lit COMMAND -h' for the options of a command. Options are spelled with underscores
-(--val_files); eval and export also accept hyphens (--val-files).
+(--val_files); every command also accepts hyphens (--val-files).
 """
+
+
+def normalize_options(argv: list[str], known: set[str]) -> tuple[list[str], dict[str, str]]:
+    """Rewrite ``--some-option`` / ``--some_option`` (also ``=value`` forms) to the spelling in ``known``.
+
+    The one place where hyphens and underscores are made equal: every command parser declares one spelling (its
+    dataclass fields' underscores; ``golf_lit.options``). Arguments after a bare ``--`` are left as they are
+    (``ablate`` passes them on to ``golf-lit fit``).
+
+    Returns:
+        The rewritten arguments and ``{declared spelling: spelling as typed}`` of what was rewritten.
+    """
+    out: list[str] = []
+    renamed: dict[str, str] = {}
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:], renamed
+        name, eq, value = arg.partition("=")
+        if arg.startswith("--") and " " not in name and name not in known:
+            for candidate in (name[:2] + name[2:].replace("-", "_"), name[:2] + name[2:].replace("_", "-")):
+                if candidate in known:
+                    renamed[candidate] = name
+                    arg = candidate + eq + value
+                    break
+        out.append(arg)
+    return out, renamed
+
+
+def as_typed(message: str, renamed: dict[str, str]) -> str:
+    """An error message that names each rewritten option the way the user typed it (``--x_y``, ``"x_y"``, never
+    inside a path such as ``/data/x_y/``)."""
+    for declared, typed in renamed.items():
+        pattern = rf'(?<=["\s.-]){re.escape(declared[2:])}(?=["\s:=,]|$)'
+        message = re.sub(pattern, lambda _, name=typed[2:]: name, message)
+    return message
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Raise ValueError naming a ``--config`` file that is not UTF-8 text (jsonargparse would not name it)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            path = arg.partition("=")[2]
+        elif arg == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        else:
+            continue
+        if os.path.isfile(path):
+            try:
+                Path(path).read_bytes().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"--config {path}: not a YAML text file ({exc.reason} at byte {exc.start})") from None
+
+
+def alias_short_callback_paths() -> None:
+    """The dispatcher is the composition root: the one module of golf_lit that wires the callbacks in.
+
+    Let configs say ``class_path: callbacks.EMA`` (the project folder's name) for ``golf_lit.callbacks.EMA``.
+
+    Only in this process, and only when no other importable package is called ``callbacks``; nothing named
+    ``callbacks`` is installed. Both names give the same classes.
+    """
+    import importlib
+    import importlib.util
+    import pkgutil
+
+    import golf_lit.callbacks as pkg
+
+    if "callbacks" in sys.modules:
+        return
+    try:
+        spec = importlib.util.find_spec("callbacks")
+    except (ImportError, ValueError):
+        spec = None
+    ours = {str(Path(p).resolve()) for p in pkg.__path__}
+    if spec is not None and {str(Path(p).resolve()) for p in (spec.submodule_search_locations or [])} != ours:
+        return  # somebody else's package called callbacks wins
+    sys.modules["callbacks"] = pkg
+    for info in pkgutil.iter_modules(pkg.__path__):
+        sys.modules[f"callbacks.{info.name}"] = importlib.import_module(f"golf_lit.callbacks.{info.name}")
 
 
 def run_lightning(argv: list[str]) -> int:
@@ -28,11 +109,24 @@ def run_lightning(argv: list[str]) -> int:
     from golf_lit.train.cli import run_fit
 
     check_config_files(argv)
+    alias_short_callback_paths()
     # From the console, let LightningCLI read sys.argv itself: Lightning's DDP launcher re-runs sys.argv to start
     # the other ranks, so it must stay intact. Programmatic calls pass their own arguments.
     from_console = argv == sys.argv[1:]
-    run_fit(None if from_console else argv)
+    run_fit(None if from_console else argv)  # what train_gpt.py runs too (golf_lit.runs.pack.record)
     return 0
+
+
+COMMANDS = {
+    "eval": "golf_lit.eval.cli",
+    "export": "golf_lit.runs.export",
+    "data": "golf_lit.data.cli",
+    "seeds": "golf_lit.runs.seeds",
+    "submit": "golf_lit.runs.submit",
+    "ablate": "golf_lit.runs.ablate",
+    "plot": "golf_lit.runs.plot",
+}
+"""Command -> module with ``build_parser()`` (options from dataclasses, ``golf_lit.options``) and ``main(argv)``."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,42 +136,27 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command not in COMMANDS and command not in ("fit", "validate"):
+        print(f"golf-lit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    renamed: dict[str, str] = {}
     try:
         if command in ("fit", "validate"):
             return run_lightning(argv)
-        if command == "eval":
-            from golf_lit.eval.cli import main as eval_main
+        from importlib import import_module
 
-            return eval_main(rest)
-        if command == "export":
-            from golf_lit.runs.export import main as export_main
+        module = import_module(COMMANDS[command])
+        from golf_lit.options import option_names
 
-            return export_main(rest)
-        if command == "data":
-            from golf_lit.data.cli import main as data_main
-
-            return data_main(rest)
-        if command == "seeds":
-            from golf_lit.runs.seeds import main as seeds_main
-
-            return seeds_main(rest)
-        if command == "submit":
-            from golf_lit.runs.submit import main as submit_main
-
-            return submit_main(rest)
-        if command in ("ablate", "plot"):
-            from importlib import import_module
-
-            return import_module(f"golf_lit.runs.{command}").main(rest)
+        rest, renamed = normalize_options(rest, option_names(module.build_parser()))
+        return module.main(rest)
     except (ValueError, FileNotFoundError) as exc:  # bad config or input: the message names the key/file
-        print(f"golf-lit {command}: error: {exc}", file=sys.stderr)
+        print(f"golf-lit {command}: error: {as_typed(str(exc), renamed)}", file=sys.stderr)
         return 2
     except OSError as exc:  # unwritable path, full disk: one line naming the file, not a traceback
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"golf-lit {command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(f"golf-lit: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

@@ -9,14 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from golf_lit.cli import main as golf_lit_main
 from golf_lit.data import caseops
 from golf_lit.data.caseops import ALLCAPS, CAPNEXT, ESC, TITLE
-from golf_lit.data.cli import main as data_main
 from golf_lit.data.encode import tokenize_documents
 from golf_lit.data.paths import resolve
 from golf_lit.data.shards import load_shard
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
+
+
+def data_main(argv: list[str]) -> int:
+    """``golf-lit data ...`` through the dispatcher (which also accepts hyphenated options: --data-dir)."""
+    return golf_lit_main(["data", *argv])
+
 
 VAL_DOCS = Path(__file__).parent / "data" / "fineweb_val_docs.jsonl"
 VOCAB = 400

@@ -11,10 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from golf_lit.cli import main as golf_lit_main
 from golf_lit.data import download as dl
-from golf_lit.data.cli import main as data_main
 from golf_lit.data.paths import resolve
 from golf_lit.data.shards import load_shard, read_shard_header, write_shard
+
+
+def data_main(argv: list[str]) -> int:
+    """``golf-lit data ...`` through the dispatcher (which also accepts hyphenated options: --data-dir)."""
+    return golf_lit_main(["data", *argv])
+
 
 REPO = "willdepueoai/parameter-golf"
 NUM_VAL, NUM_TRAIN = 1, 3

@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from golf_lit.data.cli import main as data_main
+from golf_lit.cli import main as golf_lit_main
 from golf_lit.data.encode import check_uint16_vocab, encode_chunk, tokenize_documents
 from golf_lit.data.manifest import MANIFEST_NAME
 from golf_lit.data.paths import resolve
 from golf_lit.data.shards import load_shard, read_shard_header
 from tests.conftest import TRAIN_DOCS, VAL_DOCS
+
+
+def data_main(argv: list[str]) -> int:
+    """``golf-lit data ...`` through the dispatcher (which also accepts hyphenated options: --data-dir)."""
+    return golf_lit_main(["data", *argv])
+
 
 SAMPLE_TOKENIZER = resolve("sample:tokenizers/fineweb_1024_bpe.model")
 

@@ -9,7 +9,7 @@ import pytest
 from lightning.fabric import Fabric
 
 from golf_lit.artifact.errors import ArtifactError
-from golf_lit.data.cli import main as data_main
+from golf_lit.cli import main as golf_lit_main
 from golf_lit.data.datamodule import GolfDataModule
 from golf_lit.data.encode import tokenize_documents
 from golf_lit.data.manifest import MANIFEST_NAME, ManifestError, file_sha256, verify_folder
@@ -19,6 +19,12 @@ from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import RankEvaluation
 from golf_lit.eval.strategies.sliding import SlidingConfig
 from golf_lit.model.config import ModelConfig
+
+
+def data_main(argv: list[str]) -> int:
+    """``golf-lit data ...`` through the dispatcher (which also accepts hyphenated options: --data-dir)."""
+    return golf_lit_main(["data", *argv])
+
 
 TOKENIZER = resolve(SAMPLE_TOKENIZER)
 TEXTS = [f"Document number {i}: the quick brown fox jumps over the lazy dog {i * 7}." for i in range(24)]

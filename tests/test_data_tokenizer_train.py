@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 import sentencepiece as spm
 
-from golf_lit.data.cli import main as data_main
+from golf_lit.cli import main as golf_lit_main
 from golf_lit.data.paths import resolve
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from tests.conftest import VAL_DOCS
+
+
+def data_main(argv: list[str]) -> int:
+    """``golf-lit data ...`` through the dispatcher (which also accepts hyphenated options: --data-dir)."""
+    return golf_lit_main(["data", *argv])
+
 
 CHALLENGE_TOKENIZER = resolve("sample:tokenizers/fineweb_1024_bpe.model")
 

@@ -1,4 +1,4 @@
-"""Quantizers and the state-dict format (golf_lit/artifact/quantize.py): hand-computed rows, the record table, bounds."""
+"""Quantizers and the state-dict format (golf_lit/artifact/quantize.py): hand-computed rows, record table, bounds."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """``golf-lit data``: download the challenge shards, tokenize documents into shards, train a tokenizer, verify a
-dataset folder against its manifest."""
+dataset folder against its manifest. Each subcommand's options are the fields of its dataclass below."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from golf_lit.data.download import DEFAULT_DATA_DIR, DEFAULT_REMOTE_ROOT, DEFAULT_REPO_ID, DEFAULT_TRAIN_SHARDS
@@ -15,138 +15,130 @@ from golf_lit.data.train_tokenizer import (
     DEFAULT_INPUT_SENTENCE_SIZE,
     DEFAULT_MAX_SENTENCE_LENGTH,
 )
+from golf_lit.options import add_options, build, command_parser, parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``golf-lit data`` argument parser with its subcommands.
+def _cpus() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass
+class DownloadOptions:
+    """Download a variant's validation shards, its first N train shards and its tokenizer from the challenge's
+    Hugging Face dataset (needs pip install 'golf-lit[hub]')."""
+
+    variant: str = "sp1024"
+    """Tokenizer variant, dataset folder fineweb10B_<variant>."""
+    train_shards: int = DEFAULT_TRAIN_SHARDS
+    """Train shards to fetch, 1e8 tokens each."""
+    data_dir: str = DEFAULT_DATA_DIR
+    """Local data root, challenge layout below it."""
+    repo_id: str = DEFAULT_REPO_ID
+    """Hugging Face dataset repo."""
+    remote_root: str = DEFAULT_REMOTE_ROOT
+    """Folder of the export inside the repo."""
+    refresh_manifest: bool = False
+    """Fetch manifest.json even if a local copy exists."""
+    no_progress: bool = False
+    """No progress bar."""
+
+
+@dataclass
+class TokenizeOptions:
+    """Encode {"text": ...} JSONL documents with a SentencePiece model into challenge shards: BOS before every
+    document, no EOS, the first --num_val_docs to fineweb_val_*, the rest to fineweb_train_*."""
+
+    docs: str
+    """JSONL file, one {"text": ...} per line."""
+    tokenizer: str
+    """SentencePiece .model file."""
+    out: str | None = None
+    """Output folder (default: <data_dir>/datasets/fineweb10B_sp<vocab size>[_caseops])."""
+    data_dir: str = DEFAULT_DATA_DIR
+    """Data root used for the default --out."""
+    num_val_docs: int = DEFAULT_NUM_VAL_DOCS
+    """The first N documents form the val split."""
+    shard_tokens: int = DEFAULT_SHARD_TOKENS
+    """Tokens per full shard."""
+    workers: int = field(default_factory=_cpus)
+    """Encoding processes (default: all CPUs)."""
+    chunk_docs: int = DEFAULT_CHUNK_DOCS
+    """Documents per unit of work."""
+    overwrite: bool = False
+    """Replace shards already in the output folder."""
+    caseops: bool = False
+    """CaseOps-transform documents (needs a train-tokenizer --caseops model) and write the validation byte sidecar
+    fineweb_val_bytes_*.bin."""
+    no_progress: bool = False
+    """No progress bar."""
+
+
+@dataclass
+class TrainTokenizerOptions:
+    """Train fineweb_<vocab>_bpe.{model,vocab} with the challenge's SentencePiece settings and report tokens per
+    byte on held-out documents."""
+
+    docs: str
+    """JSONL file, one {"text": ...} per line."""
+    vocab_size: int
+    """Pieces in the tokenizer, e.g. 4096."""
+    out: str | None = None
+    """Output folder (default: <data_dir>/tokenizers)."""
+    data_dir: str = DEFAULT_DATA_DIR
+    """Data root used for the default --out."""
+    heldout_docs: int = DEFAULT_HELDOUT_DOCS
+    """The last N documents are not trained on; they measure tokens per byte."""
+    max_train_docs: int | None = None
+    """Offer at most this many documents to the trainer (default: all)."""
+    input_sentence_size: int = DEFAULT_INPUT_SENTENCE_SIZE
+    """Documents SentencePiece samples for training, 0 = all."""
+    max_sentence_length: int = DEFAULT_MAX_SENTENCE_LENGTH
+    """Documents longer than this many bytes are skipped by the trainer."""
+    threads: int = field(default_factory=_cpus)
+    """Trainer threads (default: all CPUs)."""
+    verbose: bool = False
+    """Show SentencePiece's training log."""
+    caseops: bool = False
+    """Train on CaseOps-transformed text with the four case markers as user-defined pieces (ids 4-7)."""
+
+
+@dataclass
+class VerifyOptions:
+    """Check every file listed in DIR/golf_lit_manifest.json (written by tokenize): present, nothing unlisted, sizes,
+    header token counts and sha256 checksums."""
+
+    dir: str
+    """Dataset folder, e.g. data/datasets/fineweb10B_sp4096."""
+    no_checksums: bool = False
+    """Skip the sha256 checksums (sizes and counts only)."""
+
+
+SUBCOMMANDS: dict[str, tuple[type, str]] = {
+    "download": (DownloadOptions, "download the published shards and tokenizer"),
+    "tokenize": (TokenizeOptions, "tokenize a JSONL docs file into shards"),
+    "train-tokenizer": (TrainTokenizerOptions, "train a SentencePiece BPE tokenizer"),
+    "verify": (VerifyOptions, "check a tokenized dataset folder against its manifest"),
+}
+
+
+def build_parser():
+    """The ``golf-lit data`` parser: one subcommand per entry of SUBCOMMANDS, its options from the dataclass.
 
     Returns:
         The parser.
     """
-    parser = argparse.ArgumentParser(
-        prog="golf-lit data", description="Get challenge data: download shards, tokenize documents, train a tokenizer."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{download,tokenize,train-tokenizer,verify}")
-    dl = sub.add_parser(
-        "download",
-        help="download the published shards and tokenizer",
-        description="Download a variant's validation shards, its first N train shards and its "
-        "tokenizer from the challenge's Hugging Face dataset (needs pip install 'golf-lit[hub]').",
-    )
-    dl.add_argument(
-        "--variant",
-        default="sp1024",
-        help="tokenizer variant, dataset folder fineweb10B_<variant> (default: %(default)s)",
-    )
-    dl.add_argument(
-        "--train-shards",
-        type=int,
-        default=DEFAULT_TRAIN_SHARDS,
-        help="train shards to fetch, 1e8 tokens each (default: %(default)s)",
-    )
-    dl.add_argument(
-        "--data-dir", default=DEFAULT_DATA_DIR, help="local data root, challenge layout below it (default: %(default)s)"
-    )
-    dl.add_argument("--repo-id", default=DEFAULT_REPO_ID, help="Hugging Face dataset repo (default: %(default)s)")
-    dl.add_argument(
-        "--remote-root", default=DEFAULT_REMOTE_ROOT, help="folder of the export inside the repo (default: %(default)s)"
-    )
-    dl.add_argument("--refresh-manifest", action="store_true", help="fetch manifest.json even if a local copy exists")
-    dl.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    tok = sub.add_parser(
-        "tokenize",
-        help="tokenize a JSONL docs file into shards",
-        description='Encode {"text": ...} JSONL documents with a SentencePiece model into '
-        "challenge shards: BOS before every document, no EOS, the first --num-val-docs to "
-        "fineweb_val_*, the rest to fineweb_train_*.",
-    )
-    tok.add_argument("--docs", required=True, help='JSONL file, one {"text": ...} per line')
-    tok.add_argument("--tokenizer", required=True, help="SentencePiece .model file")
-    tok.add_argument(
-        "--out", default=None, help="output folder (default: <data-dir>/datasets/fineweb10B_sp<vocab size>)"
-    )
-    tok.add_argument(
-        "--data-dir", default=DEFAULT_DATA_DIR, help="data root used for the default --out (default: %(default)s)"
-    )
-    tok.add_argument(
-        "--num-val-docs",
-        type=int,
-        default=DEFAULT_NUM_VAL_DOCS,
-        help="the first N documents form the val split (default: %(default)s)",
-    )
-    tok.add_argument(
-        "--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per full shard (default: %(default)s)"
-    )
-    tok.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes (default: all CPUs)")
-    tok.add_argument(
-        "--chunk-docs", type=int, default=DEFAULT_CHUNK_DOCS, help="documents per unit of work (default: %(default)s)"
-    )
-    tok.add_argument("--overwrite", action="store_true", help="replace shards already in the output folder")
-    tok.add_argument(
-        "--caseops",
-        action="store_true",
-        help="CaseOps-transform documents (needs a train-tokenizer --caseops model) and write the validation byte "
-        f"sidecar fineweb_val_bytes_*.bin; --num-val-docs defaults to {DEFAULT_NUM_VAL_DOCS} as in the records",
-    )
-    tok.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    tr = sub.add_parser(
-        "train-tokenizer",
-        help="train a SentencePiece BPE tokenizer",
-        description="Train fineweb_<vocab>_bpe.{model,vocab} with the challenge's SentencePiece "
-        "settings and report tokens per byte on held-out documents.",
-    )
-    tr.add_argument("--docs", required=True, help='JSONL file, one {"text": ...} per line')
-    tr.add_argument("--vocab-size", type=int, required=True, help="pieces in the tokenizer, e.g. 4096")
-    tr.add_argument("--out", default=None, help="output folder (default: <data-dir>/tokenizers)")
-    tr.add_argument(
-        "--data-dir", default=DEFAULT_DATA_DIR, help="data root used for the default --out (default: %(default)s)"
-    )
-    tr.add_argument(
-        "--heldout-docs",
-        type=int,
-        default=DEFAULT_HELDOUT_DOCS,
-        help="the last N documents are not trained on; they measure tokens per byte (default: %(default)s)",
-    )
-    tr.add_argument(
-        "--max-train-docs",
-        type=int,
-        default=None,
-        help="offer at most this many documents to the trainer (default: all)",
-    )
-    tr.add_argument(
-        "--input-sentence-size",
-        type=int,
-        default=DEFAULT_INPUT_SENTENCE_SIZE,
-        help="documents SentencePiece samples for training, 0 = all (default: %(default)s)",
-    )
-    tr.add_argument(
-        "--max-sentence-length",
-        type=int,
-        default=DEFAULT_MAX_SENTENCE_LENGTH,
-        help="documents longer than this many bytes are skipped by the trainer (default: %(default)s)",
-    )
-    tr.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="trainer threads (default: all CPUs)")
-    tr.add_argument("--verbose", action="store_true", help="show SentencePiece's training log")
-    tr.add_argument(
-        "--caseops",
-        action="store_true",
-        help="train on CaseOps-transformed text with the four case markers as user-defined pieces (ids 4-7)",
-    )
-
-    ver = sub.add_parser(
-        "verify",
-        help="check a tokenized dataset folder against its manifest",
-        description="Check every file listed in DIR/golf_lit_manifest.json (written by tokenize): present, "
-        "nothing unlisted, sizes, header token counts and sha256 checksums.",
-    )
-    ver.add_argument("dir", help="dataset folder, e.g. data/datasets/fineweb10B_sp4096")
-    ver.add_argument("--no-checksums", action="store_true", help="skip the sha256 checksums (sizes and counts only)")
+    parser = command_parser("golf-lit data",
+                            "Get challenge data: download shards, tokenize documents, train a tokenizer.")
+    subcommands = parser.add_subcommands(dest="command", required=True)
+    for name, (cls, help_text) in SUBCOMMANDS.items():
+        sub = command_parser(f"golf-lit data {name}", " ".join((cls.__doc__ or "").split()))
+        add_options(sub, cls, positional={"dir"} if cls is VerifyOptions else frozenset(),
+                    title=f"{name} options")
+        subcommands.add_subcommand(name, sub, help=help_text)
     return parser
 
 
-def _verify(args: argparse.Namespace) -> None:
+def _verify(args: VerifyOptions) -> None:
     from golf_lit.data.manifest import MANIFEST_NAME, verify_folder
 
     folder = Path(args.dir)
@@ -163,7 +155,7 @@ def _verify(args: argparse.Namespace) -> None:
     print(f"{folder}: ok, {len(files)} file(s), {tokens} tokens ({what} match {MANIFEST_NAME})")
 
 
-def _download(args: argparse.Namespace) -> None:
+def _download(args: DownloadOptions) -> None:
     from golf_lit.data.download import download
 
     report = download(
@@ -180,7 +172,7 @@ def _download(args: argparse.Namespace) -> None:
     print(f"shards: {root / 'datasets' / f'fineweb10B_{args.variant}'}  tokenizers: {root / 'tokenizers'}")
 
 
-def _tokenize(args: argparse.Namespace) -> None:
+def _tokenize(args: TokenizeOptions) -> None:
     from golf_lit.data.encode import tokenize_documents
     from golf_lit.data.tokenizer import load_tokenizer
 
@@ -208,7 +200,7 @@ def _tokenize(args: argparse.Namespace) -> None:
     print(f"written to {out}")
 
 
-def _train_tokenizer(args: argparse.Namespace) -> None:
+def _train_tokenizer(args: TrainTokenizerOptions) -> None:
     from golf_lit.data.train_tokenizer import train_tokenizer
 
     out = args.out if args.out is not None else str(Path(args.data_dir) / "tokenizers")
@@ -246,22 +238,24 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``golf-lit data ...``.
 
     Args:
-        argv: Arguments after ``data`` (default: ``sys.argv[1:]``).
+        argv: Arguments after ``data`` (default: ``sys.argv[1:]``), options spelled as declared (``--data_dir``;
+            the ``golf-lit`` dispatcher also accepts ``--data-dir``).
 
     Returns:
-        Exit status: 0 on success, 1 on a reported error, 2 on a usage error.
+        Exit status: 0 on success, 1 on a reported error.
+
+    Raises:
+        golf_lit.options.UsageError: A usage error (the dispatcher prints it and exits with status 2).
     """
-    parser = build_parser()
+    ns = parse(build_parser(), list(sys.argv[1:] if argv is None else argv))
+    command = ns.command
+    args = build(SUBCOMMANDS[command][0], ns, command)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # -h or a usage error; argparse has already printed
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        _COMMANDS[args.command](args)
+        _COMMANDS[command](args)
     except (ValueError, OSError, RuntimeError) as exc:
-        print(f"golf-lit data {args.command}: error: {exc}", file=sys.stderr)
+        print(f"golf-lit data {command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"golf-lit data {args.command}: interrupted", file=sys.stderr)
+        print(f"golf-lit data {command}: interrupted", file=sys.stderr)
         return 130
     return 0

@@ -11,7 +11,7 @@ Model config precedence: ``--model.*`` flags / YAML ``model:`` > ``--model_confi
 not given as flags are the challenge's (``./data/...`` relative to the working directory, 2048), unless the
 config.json beside the artifact records them (key ``data``) and either golf-lit's export wrote it for exactly
 this artifact (its mark and sha256 match) or ``--data_from_artifact true`` is given. Options are spelled with
-underscores (``--val_files``); hyphens (``--val-files``) are accepted too.
+underscores (``--val_files``); the ``golf-lit`` dispatcher accepts hyphens (``--val-files``) too.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.evaluator import Evaluator
 from golf_lit.eval.loading import artifact_data_defaults, find_model_config
 from golf_lit.model.config import ModelConfig
-from golf_lit.options import normalize_options
+from golf_lit.options import UsageError, one_line
 
 
 def build_parser():
@@ -47,7 +47,6 @@ def parse_config(argv: list[str]) -> EvalConfig:
     from jsonargparse import ArgumentError
 
     parser = build_parser()
-    argv = normalize_options(argv, set(parser._option_string_actions))
     defaults = {dest: parser.get_defaults()[dest] for dest in ("val_files", "tokenizer", "sliding.seq_len")}
     try:
         with warnings.catch_warnings():
@@ -68,7 +67,7 @@ def parse_config(argv: list[str]) -> EvalConfig:
             parser.set_defaults(recorded)
             init = parser.instantiate_classes(parser.parse_args(argv))
     except ArgumentError as exc:
-        raise ValueError(str(exc)) from exc
+        raise UsageError(one_line(exc)) from None
     kwargs: dict[str, Any] = {f.name: init.get(f.name) for f in fields(EvalConfig) if f.name in init}
     return EvalConfig(**kwargs, data_origin=origin)
 

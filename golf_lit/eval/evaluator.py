@@ -249,7 +249,7 @@ class RankEvaluation:
         }
 
     def report(self) -> dict[str, Any]:
-        """The JSON report (schema in the README, "Evaluation")."""
+        """The JSON report (schema in docs/evaluation.md, "JSON report")."""
         cfg = self.cfg
         artifact = Path(resolve(cfg.artifact))
         return {

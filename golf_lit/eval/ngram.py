@@ -19,7 +19,7 @@ Storage (:class:`NgramStore`): per order, a log-structured list of sorted runs o
 of ``k`` targets costs ``O(k log k)`` (``np.unique``) plus amortised ``O(log(n/k))`` linear merges per element;
 a lookup of ``M`` positions costs ``O(M log n)`` per run and there are ``O(log(n/k))`` runs per order.
 Memory is about 32 bytes per distinct (context, token) pair per order: for the 62M-token validation set and
-orders 2..7 roughly 130M pairs, ~4 GB on the rank that holds them all (README, "Evaluation").
+orders 2..7 roughly 130M pairs, ~4 GB on the rank that holds them all (docs/evaluation.md, "Store cost").
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ Procedure (every step keeps the score-first rule by construction, and runtime gu
    across ranks and normalized by the chunk's global target count, clip ``global_grad_clip``, document-masked
    (``cu_seqlens`` when the model's forward takes it, else one row per document piece). Adapters are rebuilt.
 
-Differences from the record (README, "Phased score-first TTT"): head LoRA is added after the model's logit
+Differences from the record (docs/evaluation.md, "Phased score-first TTT"): head LoRA is added after the model's logit
 softcap (the model exposes no pre-softcap hook; identical at B = 0); adapters are per physical module, so a looped
 layer shares its adapter across its repeats (the record has one per virtual layer); phase membership is
 deterministic.

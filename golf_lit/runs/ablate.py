@@ -24,14 +24,10 @@ wall-clock cap off unless ``--keep-wallclock``, and every logger/checkpoint fold
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import math
-import os
 import re
 import shlex
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +38,9 @@ from typing import Any
 import yaml
 
 from golf_lit.io import atomic_write_json, atomic_write_text
+from golf_lit.options import add_options, build, command_parser, parse
+from golf_lit.runs.rundir import ARTIFACT_DIR, FIT_CONFIG, golf_lit_command, relocate_outputs, run_command
+from golf_lit.runs.stats import mean_se
 
 # The record stack's techniques (docs/record-stack.md), each switched off by the flag a user would type.
 DEFAULT_VARIANTS: list[dict[str, Any]] = [
@@ -139,31 +138,15 @@ def derived_config(base: dict, changes: dict[str, dict | None], source: str) -> 
     return cfg
 
 
-def isolate_outputs(cfg: dict, run_dir: Path) -> dict:
-    """``cfg`` with every output folder moved into ``run_dir`` so parallel runs never share a file.
-
-    Loggers' ``save_dir`` becomes ``run_dir`` and callbacks' string ``dirpath`` (ModelCheckpoint's
-    ``runs/smoke/checkpoints``) becomes ``run_dir/<last folder name>``; everything else, data paths included,
-    stays as written (runs start in the caller's working directory, so relative data paths still resolve).
-    """
-    cfg = json.loads(json.dumps(cfg))
-    trainer = cfg.get("trainer") or {}
-    loggers = trainer.get("logger")
-    for lg in loggers if isinstance(loggers, list) else [loggers]:
-        if isinstance(lg, dict) and isinstance(lg.get("init_args"), dict) and "save_dir" in lg["init_args"]:
-            lg["init_args"]["save_dir"] = str(run_dir)
-    for cb in trainer.get("callbacks") or []:
-        args = cb.get("init_args") if isinstance(cb, dict) else None
-        if isinstance(args, dict) and isinstance(args.get("dirpath"), str):
-            args["dirpath"] = str(run_dir / (Path(args["dirpath"]).name or "checkpoints"))
-    return cfg
+isolate_outputs = relocate_outputs
+"""Every output folder of a config moved into the run's folder: :func:`golf_lit.runs.rundir.relocate_outputs`."""
 
 
 def fit_command(
     config: Path, variant: Variant, seed: int, run_dir: Path, steps: int | None, extra: list[str]
 ) -> list[str]:
     """The ``golf-lit fit`` command line of one run (user overrides last, so they win)."""
-    cmd = [sys.executable, "-m", "golf_lit", "fit", "--config", str(config)]
+    cmd = golf_lit_command("fit", "--config", str(config))
     cmd += ["--seed_everything", str(seed), "--trainer.default_root_dir", str(run_dir)]
     cmd += ["--trainer.enable_progress_bar", "false"]
     if steps is not None:
@@ -178,7 +161,7 @@ def run_one(cmd: list[str], run_dir: Path, resume: bool = False) -> dict:
     config text is returned instead of training again.
     """
     command = shlex.join(cmd)
-    config = run_dir / "fit_config.yaml"
+    config = run_dir / FIT_CONFIG
     fingerprint = hashlib.sha256((command + (config.read_text() if config.is_file() else "")).encode()).hexdigest()
     saved = run_dir / "result.json"
     if resume and saved.is_file():
@@ -186,12 +169,11 @@ def run_one(cmd: list[str], run_dir: Path, resume: bool = False) -> dict:
         if row.get("fingerprint") == fingerprint and row.get("returncode") == 0:
             return {**row, "reused": True}
     run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (saved, *run_dir.rglob("submission.json")):  # never report an earlier run's scores
+    report = run_dir / ARTIFACT_DIR / "submission.json"  # where relocate_outputs puts the artifact
+    for stale in (saved, report):  # never report an earlier run's scores
         stale.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
-    with open(run_dir / "stdout.log", "w") as out, open(run_dir / "stderr.log", "w") as err:
-        rc = subprocess.run(cmd, stdout=out, stderr=err, env=env).returncode
+    rc = run_command(cmd, run_dir / "stdout.log", run_dir / "stderr.log")
     seconds = time.perf_counter() - t0
     (run_dir / "command.txt").write_text(command + "\n")
     row: dict[str, Any] = {"returncode": rc, "seconds": round(seconds, 2), "run_dir": str(run_dir), "command": command}
@@ -201,8 +183,7 @@ def run_one(cmd: list[str], run_dir: Path, resume: bool = False) -> dict:
     times = _TIME_RE.findall(text)
     row["last_val_bpb"] = float(vals[-1][1]) if vals else None
     row["train_time_s"] = int(times[-1][0]) / 1000 if times else None
-    report = next(iter(sorted(run_dir.rglob("submission.json"))), None)
-    if report is not None:
+    if report.is_file():
         sub = json.loads(report.read_text())
         row.update(
             val_bpb=sub.get("val_bpb"),
@@ -215,17 +196,6 @@ def run_one(cmd: list[str], run_dir: Path, resume: bool = False) -> dict:
         row["error"] = (run_dir / "stderr.log").read_text()[-2000:]
     atomic_write_json(saved, row)
     return row
-
-
-def mean_se(xs: list[float]) -> tuple[float | None, float | None]:
-    """Mean and standard error of the mean (None for one value)."""
-    if not xs:
-        return None, None
-    m = sum(xs) / len(xs)
-    if len(xs) < 2:
-        return m, None
-    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
-    return m, math.sqrt(var / len(xs))
 
 
 def summarize(
@@ -294,27 +264,41 @@ def markdown(rows: list[dict], baseline: str, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="golf-lit ablate",
-        description="Train a config with everything on and with each technique switched off; write a table.",
+@dataclass
+class AblateOptions:
+    """golf-lit ablate: which config, variants, seeds and steps."""
+
+    config: str = "configs/smoke.yaml"
+    """Fit config."""
+    variants: str | None = None
+    """YAML file of named override sets (default: the record stack's)."""
+    only: str | None = None
+    """Comma list of variant names to run (the baseline always runs)."""
+    seeds: str = "1337"
+    """Comma list of seeds."""
+    steps: int | None = None
+    """trainer.max_steps of every run (default: the config's)."""
+    jobs: int = 1
+    """Runs in parallel processes."""
+    out: str = "runs/ablate"
+    """Output folder."""
+    keep_wallclock: bool = False
+    """Keep the config's WallClockLimit cap (default: off, so every run trains the same steps and lr schedule)."""
+    resume: bool = False
+    """Reuse finished runs of the same command (result.json)."""
+    dry_run: bool = False
+    """Print the fit commands and exit."""
+
+
+def build_parser():
+    """The ``golf-lit ablate`` parser (AblateOptions)."""
+    parser = command_parser(
+        "golf-lit ablate",
+        "Train a config with everything on and with each technique switched off; write a table.",
         epilog="Arguments after '--' go to every 'golf-lit fit' run (before the variant's own overrides).",
     )
-    p.add_argument("--config", default="configs/smoke.yaml", help="fit config (default: configs/smoke.yaml)")
-    p.add_argument("--variants", default=None, help="YAML file of named override sets (default: the record stack's)")
-    p.add_argument("--only", default=None, help="comma list of variant names to run (the baseline always runs)")
-    p.add_argument("--seeds", default="1337", help="comma list of seeds (default: 1337)")
-    p.add_argument("--steps", type=int, default=None, help="trainer.max_steps of every run (default: the config's)")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default: 1)")
-    p.add_argument("--out", default="runs/ablate", help="output folder (default: runs/ablate)")
-    p.add_argument(
-        "--keep-wallclock",
-        action="store_true",
-        help="keep the config's WallClockLimit cap (default: off, so every run trains the same steps and lr schedule)",
-    )
-    p.add_argument("--resume", action="store_true", help="reuse finished runs of the same command (result.json)")
-    p.add_argument("--dry-run", action="store_true", help="print the fit commands and exit")
-    return p
+    add_options(parser, AblateOptions)
+    return parser
 
 
 def main(argv: list[str]) -> int:
@@ -323,7 +307,7 @@ def main(argv: list[str]) -> int:
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1 :]
-    args = build_parser().parse_args(argv)
+    args: AblateOptions = build(AblateOptions, parse(build_parser(), argv))
     config = Path(args.config).resolve()
     if not config.is_file():
         raise FileNotFoundError(f"--config {args.config}: no such file")
@@ -369,7 +353,7 @@ def main(argv: list[str]) -> int:
         cfg = derived_config(base, {**base_changes, **v.callbacks}, f"variant {v.name}")
         for s in seeds:
             run_dir = out / v.name / f"seed{s}"
-            cfg_path = run_dir / "fit_config.yaml"
+            cfg_path = run_dir / FIT_CONFIG
             if not args.dry_run:
                 atomic_write_text(cfg_path, yaml.safe_dump(isolate_outputs(cfg, run_dir), sort_keys=False))
             plans[(v.name, s)] = (fit_command(cfg_path, v, s, run_dir, args.steps, extra), run_dir)

@@ -5,11 +5,10 @@ Used by the ``ArtifactExport`` callback after ``fit`` and by ``golf-lit export -
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from golf_lit.eval.strategies.roundtrip import score_roundtrip
 from golf_lit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, require_writable_dir
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
-from golf_lit.options import normalize_options
 from golf_lit.train.checkpoint import load_checkpoint_model
 
 ARTIFACT_NAME = "final_model.int6.ptz"
@@ -240,103 +238,116 @@ def export_model(
 
 
 
+@dataclass
+class ExportOptions:
+    """golf-lit export: the checkpoint, where the artifact goes and how it is scored."""
+
+    ckpt: str
+    """Lightning checkpoint written by golf-lit fit (e.g. last.ckpt)."""
+    out: str | None = None
+    """Output directory (default: <checkpoint dir>/artifact)."""
+    no_ema: bool = False
+    """Export the live weights even if EMA weights exist."""
+    val_files: str | None = None
+    """Validation shards (default: the checkpoint's data config)."""
+    tokenizer: str | None = None
+    """Tokenizer model (default: the checkpoint's data config)."""
+    val_max_tokens: int | None = None
+    """Score only the first N validation tokens (default: the checkpoint's data config)."""
+    fit_config: str | None = None
+    """The run's resolved fit config (YAML) to bake into train_gpt.py, the counted code (default: the model,
+    optimizer and data of the checkpoint with the trainer's defaults)."""
+    eval_args: str | None = None
+    """golf-lit eval options of the claimed evaluation, baked into train_gpt.py (one string)."""
+    lqer_sym: bool = False
+    """Same as --lqer_asym false: symmetric LQER factors (kept for earlier command lines)."""
+    training_cap_seconds: float | None = None
+    """Training cap, to report whether training + GPTQ calibration stayed within it."""
+    no_pre_quant_eval: bool = False
+    """Skip scoring the unquantized model."""
+    device: str | None = None
+    """Where to score (default: cuda when available, else cpu)."""
+
+
+QUANT_TITLE = "quantization (every QuantConfig field; default: the checkpoint's own, recorded by ArtifactExport)"
+
+
+def build_parser():
+    """The ``golf-lit export`` parser: ExportOptions and every QuantConfig field (``--gptq``, ``--zstd_levels``...)."""
+    from golf_lit.options import add_options, command_parser
+
+    parser = command_parser("golf-lit export", description="Turn a training checkpoint into a scored challenge "
+                            "artifact (quantize, compress, write, read back, score).")
+    add_options(parser, ExportOptions)
+    add_options(parser, QuantConfig, title=QUANT_TITLE)
+    return parser
+
+
+def recorded_quant(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The quantization config the run's ``ArtifactExport`` callback recorded in the checkpoint (None if none)."""
+    names = {f.name for f in fields(QuantConfig)}
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if str(key).startswith("ArtifactExport") and isinstance(state, dict) and isinstance(state.get("quant"), dict):
+            return {k: v for k, v in state["quant"].items() if k in names}
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``golf-lit export --ckpt PATH``: turn a training checkpoint into a scored challenge artifact.
 
-    Options are spelled with underscores like every golf-lit command (``--val_files``); hyphens are accepted.
+    Quantization follows the checkpoint's own configuration (the ``quant`` block of the run's ``ArtifactExport``
+    callback, recorded in the checkpoint); every QuantConfig field given on the command line overrides it.
     """
-    parser = argparse.ArgumentParser(prog="golf-lit export", description=main.__doc__)
-    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint written by golf-lit fit (e.g. last.ckpt)")
-    parser.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/artifact)")
-    parser.add_argument("--no_ema", action="store_true", help="export the live weights even if EMA weights exist")
-    parser.add_argument("--val_files", default=None, help="validation shards (default: the checkpoint's data config)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer model (default: the checkpoint's data config)")
-    parser.add_argument("--val_max_tokens", type=int, default=None, help="score only the first N validation tokens")
-    parser.add_argument("--zstd_levels", type=int, nargs="+", default=None, help="zstd levels, in order")
-    parser.add_argument("--code_bytes", default="auto",
-                        help="'auto' (size of the train_gpt.py written beside the artifact), a file path, or a number")
-    parser.add_argument("--fit_config", default=None,
-                        help="the run's resolved fit config (YAML) to bake into train_gpt.py (default: the model and "
-                        "data of the checkpoint, the trainer's defaults)")
-    parser.add_argument("--eval_args", default=None,
-                        help="golf-lit eval options of the claimed evaluation, baked into train_gpt.py (one string)")
-    parser.add_argument("--gptq_lite", action="store_true", help="per-matrix clip search for int6 (2026-03-22 record)")
-    top = parser.add_argument_group("leaderboard-top quantization (docs/top-stack.md §5)")
-    top.add_argument("--gptq", action="store_true", help="full-Hessian GPTQ calibrated on training batches")
-    top.add_argument("--gptq_calibration_batches", type=int, default=16)
-    top.add_argument("--gptq_calibration_tokens", type=int, default=98_304, help="tokens per calibration batch")
-    top.add_argument("--sdclip", action="store_true", help="row scale k*std(row)/qmax (k per kind below)")
-    top.add_argument("--mlp_clip_sigmas", type=float, default=11.5)
-    top.add_argument("--attn_clip_sigmas", type=float, default=13.0)
-    top.add_argument("--embed_clip_sigmas", type=float, default=14.0)
-    top.add_argument("--embed_bits", type=int, default=None, help="embeddings on the matrix path at this width (7)")
-    top.add_argument("--lqer_rank", type=int, default=0, help="LQER correction rank (0 = off)")
-    top.add_argument("--lqer_top_k", type=int, default=3)
-    top.add_argument("--lqer_sym", action="store_true", help="symmetric int4 factors instead of 2/4-bit asym")
-    top.add_argument("--quant_gate", action="store_true", help="int8 rows for small *.attn_gate_w")
-    top.add_argument("--compressor", default="zstd", help="zstd | brotli | lzma | pergroup, or several: pergroup,brotli")  # noqa: E501
-    top.add_argument("--pergroup_backend", default="auto", help="auto | lrzip | lzma | brotli | zstd")
-    top.add_argument("--training_cap_seconds", type=float, default=None,
-                     help="training cap, to report whether training + calibration stayed within it")  # fmt: skip
-    parser.add_argument("--no_pre_quant_eval", action="store_true", help="skip scoring the unquantized model")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(normalize_options(list(sys.argv[1:] if argv is None else argv),
-                                               set(parser._option_string_actions)))
+    from golf_lit.options import build, parse
 
-    out = args.out or str(Path(args.ckpt).resolve().parent / "artifact")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    opts: ExportOptions = build(ExportOptions, parse(parser, argv))
+    out = opts.out or str(Path(opts.ckpt).resolve().parent / "artifact")
     require_writable_dir(out, "--out")
-    model, ckpt = load_checkpoint_model(args.ckpt, use_ema=not args.no_ema)
+    model, ckpt = load_checkpoint_model(opts.ckpt, use_ema=not opts.no_ema)
+    recorded = recorded_quant(ckpt)
+    if recorded is not None:
+        parser.set_defaults(recorded)  # the run's own quant block; flags given on the command line still win
+    ns = parse(parser, argv)
+    overrides: dict[str, Any] = {}
+    if opts.lqer_sym:
+        overrides["lqer_asym"] = False
+    quant: QuantConfig = build(QuantConfig, ns, **overrides)
+    source = "the checkpoint's ArtifactExport config" if recorded is not None else "QuantConfig defaults"
+    print(f"quant: {source}, command-line flags over it")
     data_hp = ckpt.get("datamodule_hyper_parameters", {})
-    code_bytes: int | str = int(args.code_bytes) if args.code_bytes.isdigit() else args.code_bytes
     fit_config = None
-    if args.fit_config is not None:
+    if opts.fit_config is not None:
         try:
-            fit_config = yaml.safe_load(Path(args.fit_config).read_text(encoding="utf-8"))
+            fit_config = yaml.safe_load(Path(opts.fit_config).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ValueError(f"--fit_config {args.fit_config}: not a readable YAML config ({exc})") from None
+            raise ValueError(f"--fit_config {opts.fit_config}: not a readable YAML config ({exc})") from None
         if not isinstance(fit_config, dict):
-            raise ValueError(f"--fit_config {args.fit_config}: expected a mapping (a golf-lit fit config)")
-    quant = QuantConfig(
-        code_bytes=code_bytes,
-        gptq_lite=args.gptq_lite,
-        gptq=args.gptq,
-        gptq_calibration_batches=args.gptq_calibration_batches,
-        gptq_calibration_tokens=args.gptq_calibration_tokens,
-        sdclip=args.sdclip,
-        mlp_clip_sigmas=args.mlp_clip_sigmas,
-        attn_clip_sigmas=args.attn_clip_sigmas,
-        embed_clip_sigmas=args.embed_clip_sigmas,
-        embed_bits=args.embed_bits,
-        lqer_rank=args.lqer_rank,
-        lqer_top_k=args.lqer_top_k,
-        lqer_asym=not args.lqer_sym,
-        quant_gate=args.quant_gate,
-        compressor=args.compressor,
-        pergroup_backend=args.pergroup_backend,
-        **({"zstd_levels": args.zstd_levels} if args.zstd_levels else {}),
-    )
+            raise ValueError(f"--fit_config {opts.fit_config}: expected a mapping (a golf-lit fit config)")
+    optim = ckpt.get("hyper_parameters", {}).get("optim")
     clock = next((v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("WallClockLimit")), None)
     training_time = (
-        TrainingTime(float(clock["elapsed_ms"]) / 1000.0, args.training_cap_seconds)
+        TrainingTime(float(clock["elapsed_ms"]) / 1000.0, opts.training_cap_seconds)
         if isinstance(clock, dict) and "elapsed_ms" in clock
         else None
     )
+    device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = export_model(
-        model.to(args.device),
+        model.to(device),
         out,
         quant=quant,
-        val_files=args.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
-        tokenizer_path=args.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
+        val_files=opts.val_files or data_hp.get("val_files", DEFAULT_VAL_FILES),
+        tokenizer_path=opts.tokenizer or data_hp.get("tokenizer_path", DEFAULT_TOKENIZER),
         seq_len=int(data_hp.get("train_seq_len", 2048)),
-        val_max_tokens=args.val_max_tokens if args.val_max_tokens is not None else data_hp.get("val_max_tokens"),
-        eval_pre_quant=not args.no_pre_quant_eval,
-        extra_config={"checkpoint": str(args.ckpt), "data": data_hp,
-                      **({"optim": ckpt["hyper_parameters"]["optim"]}
-                         if isinstance(ckpt.get("hyper_parameters", {}).get("optim"), dict) else {})},
+        val_max_tokens=opts.val_max_tokens if opts.val_max_tokens is not None else data_hp.get("val_max_tokens"),
+        eval_pre_quant=not opts.no_pre_quant_eval,
+        extra_config={"checkpoint": str(opts.ckpt), "data": data_hp,
+                      **({"optim": optim} if isinstance(optim, dict) else {})},
         train_files=data_hp.get("train_files"),
         training_time=training_time,
         fit_config=fit_config,
-        eval_args=shlex.split(args.eval_args) if args.eval_args else None,
+        eval_args=shlex.split(opts.eval_args) if opts.eval_args else None,
     )
     print(f"wrote {out}/{ARTIFACT_NAME} ({report['bytes_total']} bytes with code) and {out}/submission.json")
     return 0

@@ -11,31 +11,21 @@ optional extra: ``pip install 'golf-lit[plot]'``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from golf_lit.io import atomic_write_bytes
+from golf_lit.options import add_options, build, command_parser, parse
+from golf_lit.runs.rundir import find_metrics
 
 MISSING_MATPLOTLIB = "golf-lit plot needs matplotlib: pip install 'golf-lit[plot]' (or pip install matplotlib)"
 
 # (CSV column, panel title)
 SERIES = [("train/loss", "train loss"), ("val/bpb", "val_bpb"), ("train/lr_mult", "lr multiplier")]
 TIME_COLUMN = "train/time_ms"
-
-
-def find_metrics(path: str | Path) -> Path:
-    """The newest ``metrics.csv`` at or under ``path``."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise FileNotFoundError(f"{path}: no such run folder or metrics.csv")
-    found = sorted(p.rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"{path}: no metrics.csv under it (the run needs a CSVLogger)")
-    return found[-1]
 
 
 def read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
@@ -124,15 +114,32 @@ def default_labels(paths: list[str]) -> list[str]:
     return [str(p) for p in paths]
 
 
+@dataclass
+class PlotOptions:
+    """golf-lit plot: the runs and the picture."""
+
+    runs: list[str]
+    """Run folders (or metrics.csv files)."""
+    out: str | None = None
+    """PNG path (default: <first RUN_DIR>/plot.png)."""
+    labels: str | None = None
+    """Comma list of legend labels (default: the shortest path suffixes that tell the runs apart)."""
+    title: str | None = None
+    """Figure title."""
+    dpi: int = 80
+    """PNG resolution, dots per inch."""
+
+
+def build_parser():
+    """The ``golf-lit plot`` parser (PlotOptions; the run folders are positional)."""
+    parser = command_parser("golf-lit plot", __doc__.split("\n")[0])
+    add_options(parser, PlotOptions, positional={"runs"})
+    return parser
+
+
 def main(argv: list[str]) -> int:
     """Entry point of ``golf-lit plot``."""
-    p = argparse.ArgumentParser(prog="golf-lit plot", description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or metrics.csv files)")
-    p.add_argument("--out", default=None, help="PNG path (default: <first RUN_DIR>/plot.png)")
-    p.add_argument("--labels", default=None, help="comma list of legend labels (default: the run folder names)")
-    p.add_argument("--title", default=None)
-    p.add_argument("--dpi", type=int, default=80)
-    args = p.parse_args(argv)
+    args: PlotOptions = build(PlotOptions, parse(build_parser(), argv))
     labels = args.labels.split(",") if args.labels else default_labels(args.runs)
     if len(labels) != len(args.runs):
         raise ValueError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")
@@ -140,7 +147,7 @@ def main(argv: list[str]) -> int:
     try:
         png = render(runs, args.title, args.dpi)
     except ImportError as exc:
-        print(exc, file=__import__("sys").stderr)
+        print(exc, file=sys.stderr)
         return 2
     first = Path(args.runs[0])
     out = Path(args.out) if args.out else (first.parent if first.is_file() else first) / "plot.png"

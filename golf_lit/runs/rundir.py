@@ -1,4 +1,6 @@
-"""A finished run directory as the seeds and submit commands read it, and the same-config check between runs.
+"""Run directories, in one place for every command that runs or reads runs (seeds, ablate, submit, plot): the layout
+of a run's outputs, the one rule that moves a config's outputs into a run directory, the ``python -m golf_lit``
+subprocess that runs a command there, reading a finished run back and the same-config check between runs.
 
 Layout written by ``golf-lit seeds`` (one directory per seed)::
 
@@ -13,7 +15,12 @@ its resolved config is then the ``config.yaml`` LightningCLI saved under ``light
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,7 @@ TRAIN_LOG = "train.log"
 EVAL_LOG = "eval.log"
 EVAL_REPORT = "eval.json"
 ARTIFACT_DIR = "artifact"
+CHECKPOINT_DIR = "checkpoints"
 
 SEED_AND_PATH_KEYS = frozenset(
     {"seed_everything", "ckpt_path", "config", "default_root_dir", "dirpath", "save_dir", "log_dir", "root_dir"}
@@ -34,6 +42,60 @@ SEED_AND_PATH_KEYS = frozenset(
 
 class RunError(ValueError):
     """A run directory that cannot be used; the message names the run and the reason."""
+
+
+def golf_lit_command(*args: str) -> list[str]:
+    """The command line that runs ``golf-lit ARGS...`` with this interpreter and this golf_lit."""
+    return [sys.executable, "-m", "golf_lit", *args]
+
+
+def _class_name(entry: Any) -> str:
+    return str(entry.get("class_path", "")).split(".")[-1] if isinstance(entry, dict) else ""
+
+
+def relocate_outputs(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """A copy of the fit config ``cfg`` whose every output lives in ``run_dir``: the one rule of every command.
+
+    ``trainer.default_root_dir`` becomes ``run_dir``; every logger's ``save_dir`` becomes ``run_dir``; the
+    ``ArtifactExport`` callback writes to ``run_dir/artifact`` and any other callback with a ``dirpath`` (the
+    checkpoint callbacks) to ``run_dir/checkpoints``. Nothing else changes: data paths stay as written (runs
+    start in the caller's working directory, so relative data paths still resolve).
+    """
+    out = copy.deepcopy(cfg)
+    run_dir = str(run_dir)
+    trainer = out.setdefault("trainer", {})
+    trainer["default_root_dir"] = run_dir
+    loggers = trainer.get("logger")
+    for lg in loggers if isinstance(loggers, list) else [loggers]:
+        if isinstance(lg, dict) and isinstance(lg.get("init_args"), dict) and "save_dir" in lg["init_args"]:
+            lg["init_args"]["save_dir"] = run_dir
+    for cb in trainer.get("callbacks") or []:
+        args = cb.get("init_args") if isinstance(cb, dict) else None
+        if _class_name(cb) == "ArtifactExport":
+            cb["init_args"] = {**(args or {}), "dirpath": str(Path(run_dir) / ARTIFACT_DIR)}
+        elif isinstance(args, dict) and "dirpath" in args:
+            args["dirpath"] = str(Path(run_dir) / CHECKPOINT_DIR)
+    return out
+
+
+def run_command(cmd: list[str], log: str | Path, err_log: str | Path | None = None) -> int:
+    """Run ``cmd`` (e.g. :func:`golf_lit_command`) unbuffered; its output goes to ``log``, which starts with the
+    command line as a ``# ...`` comment; stderr goes there too, or to ``err_log``. Returns the exit status."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        out.write("# " + shlex.join(cmd) + "\n")
+        out.flush()
+        if err_log is None:
+            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        with open(err_log, "w") as err:
+            return subprocess.run(cmd, stdout=out, stderr=err, env=env).returncode
+
+
+def require_success(code: int, log: str | Path, what: str, lines: int = 15) -> None:
+    """Raise RunError naming ``what`` with the last lines of ``log`` when ``code`` is not 0."""
+    if code != 0:
+        tail = "".join(Path(log).read_text().splitlines(keepends=True)[-lines:])
+        raise RunError(f"{what} failed with exit status {code}; last lines of {log}:\n{tail}")
 
 
 def strip_seed_and_paths(cfg: Any) -> Any:
@@ -192,3 +254,16 @@ def check_same_config(runs: list[Run]) -> None:
 def dump_config(cfg: dict[str, Any]) -> str:
     """YAML text of a config."""
     return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def find_metrics(path: str | Path) -> Path:
+    """The newest ``metrics.csv`` at or under ``path``."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(f"{path}: no such run folder or metrics.csv")
+    found = sorted(p.rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"{path}: no metrics.csv under it (the run needs a CSVLogger)")
+    return found[-1]

@@ -9,24 +9,24 @@ at least delta", the challenge's acceptance rule (delta 0.005 nats, p < 0.01).
 Examples::
 
     golf-lit seeds --config configs/record.yaml --seeds 1337 42 7 --out runs/seeds_record
-    golf-lit seeds --config configs/smoke.yaml --seeds 1 2 3 --fixed-steps 20 --model.xsa_last_n 1 \\
-        --baseline 2.71 2.72 2.70 --eval-args "--strategy roundtrip,sliding --sliding.stride 64"
+    golf-lit seeds --config configs/smoke.yaml --seeds 1 2 3 --fixed_steps 20 --model.xsa_last_n 1 \\
+        --baseline 2.71 2.72 2.70 --eval_args "--strategy roundtrip,sliding --sliding.stride 64"
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from golf_lit.io import atomic_write_json, atomic_write_text
+from golf_lit.options import add_options, build, command_parser, parse, split_args
 from golf_lit.runs.rundir import (
     ARTIFACT_DIR,
     EVAL_LOG,
@@ -34,21 +34,19 @@ from golf_lit.runs.rundir import (
     FIT_CONFIG,
     TRAIN_LOG,
     Run,
-    RunError,
     check_same_config,
     dump_config,
+    golf_lit_command,
     load_run,
+    relocate_outputs,
+    require_success,
+    run_command,
 )
 from golf_lit.runs.stats import ImprovementTest, improvement_test, mean, nats_per_token_to_bpb, std
 
 DEFAULT_EVAL_ARGS = "--strategy roundtrip --progress false"
 CHALLENGE_DELTA_NATS = 0.005
 CHALLENGE_ALPHA = 0.01
-
-
-def golf_lit_command(*args: str) -> list[str]:
-    """The command line of the real CLI in this interpreter."""
-    return [sys.executable, "-m", "golf_lit", *args]
 
 
 def resolve_fit_config(config: str, overrides: list[str]) -> dict[str, Any]:
@@ -61,48 +59,25 @@ def resolve_fit_config(config: str, overrides: list[str]) -> dict[str, Any]:
     return yaml.safe_load(out.stdout)
 
 
-def _is_class(entry: Any, suffix: str) -> bool:
-    return isinstance(entry, dict) and str(entry.get("class_path", "")).endswith(suffix)
-
-
 def seed_config(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | None = None,
                 eval_args: list[str] | None = None) -> dict[str, Any]:
-    """The config of one seed: ``base`` with the seed, every output path inside ``run_dir``; with
-    ``fixed_steps``, ``trainer.max_steps`` set and the wall-clock cap off (fixed-step mode); with ``eval_args``,
-    the claimed evaluation (``golf-lit eval`` options) that the export bakes into the run's ``train_gpt.py``."""
-    cfg = copy.deepcopy(base)
+    """The config of one seed: ``base`` with the seed and every output inside ``run_dir``
+    (:func:`golf_lit.runs.rundir.relocate_outputs`); with ``fixed_steps``, ``trainer.max_steps`` set and the
+    wall-clock cap off (fixed-step mode); with ``eval_args``, the claimed evaluation (``golf-lit eval`` options)
+    that the export bakes into the run's ``train_gpt.py``."""
+    cfg = relocate_outputs(base, run_dir)
     cfg["seed_everything"] = int(seed)
-    trainer = cfg.setdefault("trainer", {})
-    trainer["default_root_dir"] = str(run_dir)
+    trainer = cfg["trainer"]
     if fixed_steps is not None:
         trainer["max_steps"] = int(fixed_steps)
     for cb in trainer.get("callbacks") or []:
         args = cb.get("init_args") if isinstance(cb, dict) else None
-        if args is None:
-            continue
-        if _is_class(cb, "ArtifactExport"):
-            args["dirpath"] = str(run_dir / ARTIFACT_DIR)
-            if eval_args is not None:
-                args["eval_args"] = list(eval_args)
-        elif "dirpath" in args:
-            args["dirpath"] = str(run_dir / "checkpoints")
-        if _is_class(cb, "WallClockLimit") and fixed_steps is not None:
+        name = str(cb.get("class_path", "")).split(".")[-1] if isinstance(cb, dict) else ""
+        if name == "ArtifactExport" and eval_args is not None and args is not None:
+            args["eval_args"] = list(eval_args)
+        if name == "WallClockLimit" and fixed_steps is not None and args is not None:
             args["max_wallclock_seconds"] = 0
-    loggers = trainer.get("logger")
-    for lg in loggers if isinstance(loggers, list) else [loggers]:
-        if isinstance(lg, dict) and isinstance(lg.get("init_args"), dict) and "save_dir" in lg["init_args"]:
-            lg["init_args"]["save_dir"] = str(run_dir)
     return cfg
-
-
-def _run_logged(cmd: list[str], log: Path, what: str) -> None:
-    with open(log, "w") as f:
-        f.write("# " + shlex.join(cmd) + "\n")
-        f.flush()
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise RunError(f"{what} failed with exit status {code}; last lines of {log}:\n{tail}")
 
 
 def run_seed(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | None, eval_args: list[str],
@@ -116,11 +91,12 @@ def run_seed(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | 
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg_path, dump_config(cfg))
     log(f"seed {seed}: training ({run_dir / TRAIN_LOG})")
-    _run_logged(golf_lit_command("fit", "--config", str(cfg_path)), run_dir / TRAIN_LOG, f"seed {seed}: fit")
+    status = run_command(golf_lit_command("fit", "--config", str(cfg_path)), run_dir / TRAIN_LOG)
+    require_success(status, run_dir / TRAIN_LOG, f"seed {seed}: fit")
     artifact = run_dir / ARTIFACT_DIR / "final_model.int6.ptz"
     log(f"seed {seed}: scoring ({run_dir / EVAL_LOG})")
     cmd = golf_lit_command("eval", "--artifact", str(artifact), "--report", str(run_dir / EVAL_REPORT), *eval_args)
-    _run_logged(cmd, run_dir / EVAL_LOG, f"seed {seed}: eval")
+    require_success(run_command(cmd, run_dir / EVAL_LOG), run_dir / EVAL_LOG, f"seed {seed}: eval")
     return load_run(run_dir)
 
 
@@ -245,33 +221,52 @@ def write_table(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) 
     return text
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="golf-lit seeds", description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                epilog="Other arguments (--model.*, --trainer.*, --data.*) are passed to golf-lit fit.")
-    p.add_argument("--config", required=True, help="golf-lit fit config (YAML)")
-    p.add_argument("--seeds", type=int, nargs="+", required=True, help="seeds, e.g. 1337 42 7")
-    p.add_argument("--out", default=None, help="output directory (default: runs/seeds_<config name>)")
-    p.add_argument("--fixed-steps", type=int, default=None,
-                   help="fixed-step mode: trainer.max_steps = N with the wall-clock cap off")
-    p.add_argument("--eval-args", default=DEFAULT_EVAL_ARGS,
-                   help=f"golf-lit eval options (default {DEFAULT_EVAL_ARGS!r})")
-    p.add_argument("--result", default=None, help="eval result name to tabulate (default: the last one in eval.json)")
-    p.add_argument("--baseline", nargs="+", default=None, help="baseline val_bpb numbers and/or seeds.json files")
-    p.add_argument("--delta-nats", type=float, default=CHALLENGE_DELTA_NATS, help="required improvement, nats/token")
-    p.add_argument("--alpha", type=float, default=CHALLENGE_ALPHA, help="significance level")
-    return p
+@dataclass
+class SeedsOptions:
+    """golf-lit seeds: one config, trained and scored once per seed."""
+
+    config: str
+    """golf-lit fit config (YAML)."""
+    seeds: list[int]
+    """Seeds, e.g. 1337 42 7."""
+    out: str | None = None
+    """Output directory (default: runs/seeds_<config name>)."""
+    fixed_steps: int | None = None
+    """Fixed-step mode: trainer.max_steps = N with the wall-clock cap off."""
+    eval_args: str = DEFAULT_EVAL_ARGS
+    """golf-lit eval options, one string."""
+    result: str | None = None
+    """Eval result name to tabulate (default: the last one in eval.json)."""
+    baseline: list[str] | None = None
+    """Baseline val_bpb numbers and/or seeds.json files."""
+    delta_nats: float = CHALLENGE_DELTA_NATS
+    """Required improvement, nats per token."""
+    alpha: float = CHALLENGE_ALPHA
+    """Significance level."""
+
+    def __post_init__(self) -> None:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds: repeated seed in {self.seeds}")
+        if self.fixed_steps is not None and self.fixed_steps < 1:
+            raise ValueError(f"--fixed_steps: must be >= 1, got {self.fixed_steps}")
+
+
+def build_parser():
+    """The ``golf-lit seeds`` parser (SeedsOptions); other options (``--model.*``...) are passed to golf-lit fit."""
+    parser = command_parser("golf-lit seeds", __doc__.split("\n\n")[0],
+                            epilog="Other arguments (--model.*, --trainer.*, --data.*) are passed to golf-lit fit.")
+    add_options(parser, SeedsOptions)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``golf-lit seeds``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, overrides = build_parser().parse_known_args(argv)
-    if any(not o.startswith("-") for o in overrides[:1]):
+    parser = build_parser()
+    own, overrides = split_args(parser, argv)
+    if overrides and not overrides[0].startswith("-"):
         raise ValueError(f"golf-lit seeds: unexpected argument {overrides[0]!r}")
-    if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds: repeated seed in {args.seeds}")
-    if args.fixed_steps is not None and args.fixed_steps < 1:
-        raise ValueError(f"--fixed-steps: must be >= 1, got {args.fixed_steps}")
+    args: SeedsOptions = build(SeedsOptions, parse(parser, own))
     out = Path(args.out or f"runs/seeds_{Path(args.config).stem}").resolve()
     base = resolve_fit_config(args.config, overrides)
     eval_args = shlex.split(args.eval_args)

@@ -36,6 +36,13 @@ def std(xs: Sequence[float], ddof: int = 1) -> float:
     return math.sqrt(variance(xs, ddof))
 
 
+def mean_se(xs: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and standard error of the mean, std / sqrt(n) (None for one value; (None, None) for none)."""
+    if not xs:
+        return None, None
+    return mean(xs), (std(xs) / math.sqrt(len(xs)) if len(xs) > 1 else None)
+
+
 def nats_per_token_to_bpb(nats: float, tokens: float, num_bytes: float) -> float:
     """A per-token loss difference in nats as bits per byte: ``nats * tokens / (bytes * ln 2)``.
 

@@ -22,17 +22,17 @@ writes nothing outside ``--out`` (the folder is built in a temporary sibling and
 
 from __future__ import annotations
 
-import argparse
-import copy
 import datetime
 import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from golf_lit.io import atomic_write_json, atomic_write_text
+from golf_lit.options import add_options, build, command_parser, parse
 from golf_lit.runs.fingerprint import describe, fingerprint, git_commit
 from golf_lit.runs.rundir import (
     ARTIFACT_DIR,
@@ -42,6 +42,7 @@ from golf_lit.runs.rundir import (
     config_difference,
     dump_config,
     load_run,
+    relocate_outputs,
 )
 from golf_lit.runs.seeds import (
     CHALLENGE_ALPHA,
@@ -83,13 +84,8 @@ def training_overrun(run: Run, budget_s: float) -> str | None:
 
 
 def portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The shipped config: output paths reset (``runs/submission``, callback dirpaths null = under it)."""
-    out = copy.deepcopy(cfg)
-    out.setdefault("trainer", {})["default_root_dir"] = "runs/submission"
-    for cb in out["trainer"].get("callbacks") or []:
-        if isinstance(cb, dict) and isinstance(cb.get("init_args"), dict) and "dirpath" in cb["init_args"]:
-            cb["init_args"]["dirpath"] = None
-    return out
+    """The shipped config: every output under ``runs/submission`` (:func:`golf_lit.runs.rundir.relocate_outputs`)."""
+    return relocate_outputs(cfg, "runs/submission")
 
 
 def _inside(run: Run, path: Path, what: str) -> Path:
@@ -347,23 +343,48 @@ def build_submission(run_dirs: list[str | Path], out: str | Path, *, name: str |
     return sub
 
 
+@dataclass
+class SubmitOptions:
+    """golf-lit submit: the seed runs, the folder and its checks."""
+
+    runs: list[str]
+    """Finished run directories, one per seed."""
+    out: str
+    """Submission folder, e.g. records/2026-11-26_MyIdea."""
+    name: str | None = None
+    """Submission name (default: the folder name)."""
+    author: str = ""
+    """Author, for submission.json."""
+    github_id: str = ""
+    """GitHub id, for submission.json."""
+    result: str | None = None
+    """Eval result name to report (default: the last in eval.json)."""
+    baseline: list[str] | None = None
+    """Baseline val_bpb numbers and/or seeds.json files."""
+    delta_nats: float = CHALLENGE_DELTA_NATS
+    """Required improvement, nats per token."""
+    alpha: float = CHALLENGE_ALPHA
+    """Significance level."""
+    train_budget_s: float = TRAIN_BUDGET_S
+    """Training budget in seconds; 0 = no training-time check."""
+    eval_budget_s: float = EVAL_BUDGET_S
+    """Evaluation budget in seconds; 0 = no evaluation-time check."""
+    limit_bytes: int = LIMIT_BYTES
+    """Artifact + code byte limit."""
+    overwrite: bool = False
+    """Replace an existing --out folder."""
+
+
+def build_parser():
+    """The ``golf-lit submit`` parser (SubmitOptions; the run directories are positional)."""
+    parser = command_parser("golf-lit submit", __doc__.split("\n\n")[0])
+    add_options(parser, SubmitOptions, positional={"runs"})
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``golf-lit submit``."""
-    p = argparse.ArgumentParser(prog="golf-lit submit", description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    p.add_argument("runs", nargs="+", help="finished run directories, one per seed")
-    p.add_argument("--out", required=True, help="submission folder, e.g. records/2026-11-26_MyIdea")
-    p.add_argument("--name", default=None, help="submission name (default: the folder name)")
-    p.add_argument("--author", default="")
-    p.add_argument("--github-id", default="")
-    p.add_argument("--result", default=None, help="eval result name to report (default: the last in eval.json)")
-    p.add_argument("--baseline", nargs="+", default=None, help="baseline val_bpb numbers and/or seeds.json files")
-    p.add_argument("--delta-nats", type=float, default=CHALLENGE_DELTA_NATS)
-    p.add_argument("--alpha", type=float, default=CHALLENGE_ALPHA)
-    p.add_argument("--train-budget-s", type=float, default=TRAIN_BUDGET_S, help="0 = no training-time check")
-    p.add_argument("--eval-budget-s", type=float, default=EVAL_BUDGET_S, help="0 = no evaluation-time check")
-    p.add_argument("--limit-bytes", type=int, default=LIMIT_BYTES)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    a = p.parse_args(argv)
+    a: SubmitOptions = build(SubmitOptions, parse(build_parser(), list(sys.argv[1:] if argv is None else argv)))
     sub = build_submission(
         a.runs, a.out, name=a.name, author=a.author, github_id=a.github_id, result=a.result,
         baseline=baseline_values(a.baseline) if a.baseline else None, delta_nats=a.delta_nats, alpha=a.alpha,

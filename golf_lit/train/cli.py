@@ -5,7 +5,6 @@ Training-only (not part of the counted scorer code); ``golf_lit.cli.run_lightnin
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import yaml
@@ -16,32 +15,6 @@ from golf_lit.data.paths import resolve
 from golf_lit.data.shards import find_shards, read_shard_header
 from golf_lit.io import require_writable_dir
 from golf_lit.train.checkpoint import LAST, LAST_IF_PRESENT, SafeCheckpointIO, load_checkpoint, resolve_resume_path
-
-
-def alias_short_callback_paths() -> None:
-    """Let configs say ``class_path: callbacks.EMA`` (the project folder's name) for ``golf_lit.callbacks.EMA``.
-
-    Only in this process, and only when no other importable package is called ``callbacks``; nothing named
-    ``callbacks`` is installed. Both names give the same classes.
-    """
-    import importlib
-    import importlib.util
-    import pkgutil
-
-    import golf_lit.callbacks as pkg
-
-    if "callbacks" in sys.modules:
-        return
-    try:
-        spec = importlib.util.find_spec("callbacks")
-    except (ImportError, ValueError):
-        spec = None
-    ours = {str(Path(p).resolve()) for p in pkg.__path__}
-    if spec is not None and {str(Path(p).resolve()) for p in (spec.submodule_search_locations or [])} != ours:
-        return  # somebody else's package called callbacks wins
-    sys.modules["callbacks"] = pkg
-    for info in pkgutil.iter_modules(pkg.__path__):
-        sys.modules[f"callbacks.{info.name}"] = importlib.import_module(f"golf_lit.callbacks.{info.name}")
 
 
 class GolfCLI(LightningCLI):
@@ -113,7 +86,6 @@ class GolfCLI(LightningCLI):
         self._before("validate")
 
 
-
 CLI_DEFAULTS: dict = {
     "seed_everything_default": 1337,
     "save_config_kwargs": {"overwrite": True},
@@ -131,5 +103,4 @@ def run_fit(args: dict | list[str] | None) -> GolfCLI:
     from golf_lit.train.module import GolfLM
 
     set_docstring_parse_options(attribute_docstrings=True)
-    alias_short_callback_paths()
     return GolfCLI(GolfLM, GolfDataModule, args=args, **CLI_DEFAULTS)

@@ -1,7 +1,7 @@
 """Evaluation strategies: one file per strategy, each a :class:`~golf_lit.eval.strategies.base.Strategy`.
 
 ``REGISTRY`` maps the ``--strategy`` names to their classes; a new strategy is a new file here plus one line
-below (docs/eval-strategies.md).
+below (docs/evaluation.md, "Adding a strategy").
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ budget, calls :meth:`Strategy.score`, all-reduces the sums, checks that exactly
 :meth:`Strategy.expected_targets` positions were scored, and reports them under ``<log_prefix>_<label>``.
 
 Adding a strategy: a new file in this package with a ``Strategy`` subclass, and one line in
-``golf_lit/eval/strategies/__init__.py``'s ``REGISTRY`` (see docs/eval-strategies.md). A strategy must keep the
-four invariants of ``golf_lit.eval.invariants``; scoring through :class:`golf_lit.eval.scorer.Scorer` (as
-sliding and ttt do) enforces them at run time.
+``golf_lit/eval/strategies/__init__.py``'s ``REGISTRY`` (see docs/evaluation.md, "Adding a strategy"). A strategy
+must keep the four invariants of ``golf_lit.eval.invariants``; scoring through
+:class:`golf_lit.eval.scorer.Scorer` (as sliding and ttt do) enforces them at run time.
 """
 
 from __future__ import annotations
