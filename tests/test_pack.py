@@ -202,3 +202,16 @@ def test_export_counts_the_written_train_gpt(tmp_path):
     # artifact-level saving has no train_gpt.py to measure: 'auto' there is an error naming the option
     with pytest.raises(ValueError, match="quant.code_bytes"):
         count_code_bytes("auto")
+
+
+def test_minimal_fit_config_without_the_run_config():
+    from golf_lit.runs.export import build_parser, minimal_fit_config
+
+    cfg = ModelConfig(**TINY_MODEL)
+    got = minimal_fit_config(cfg, {"optim": {"matrix_lr": 0.02}, "data": {"val_files": "v", "train_seq_len": 32},
+                                   "checkpoint": "x.ckpt"})
+    assert got == {"model": {**cfg.to_dict(), "optim": {"matrix_lr": 0.02}},
+                   "data": {"val_files": "v", "train_seq_len": 32}}
+    assert minimal_fit_config(cfg) == {"model": cfg.to_dict(), "data": {}}
+    flags = {a for action in build_parser()._actions for a in action.option_strings}
+    assert {"--fit_config", "--eval_args", "--code_bytes"} <= flags and "--code" not in flags
