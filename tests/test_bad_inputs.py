@@ -8,6 +8,7 @@ that a hostile pickle ran nothing (its marker file does not exist).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ from golf_lit.callbacks import EMA, ResumableCheckpoint
 from golf_lit.cli import main
 from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
 from golf_lit.data.shards import HEADER_WORDS, SHARD_MAGIC, SHARD_VERSION
+from golf_lit.model.config import ModelConfig
 from golf_lit.train.checkpoint import SafeCheckpointIO
 
 from .test_checkpoint import Marker
@@ -224,3 +226,123 @@ def test_bad_input_is_one_line_names_it_and_touches_nothing(argv, expect, status
     assert expect in lines[0], err[-3000:]
     assert not files["marker"].exists()
     assert snapshot(tmp_path, good["root"]) == before
+
+
+# ---- issue #22 items 4, 5, 8, 9 (artifact and decoder side): hostile artifacts, configs and checkpoints ----------
+
+
+def make_hostile(tmp: Path, good: dict[str, Path]) -> dict[str, Path]:
+    """Hostile artifacts (each in its own folder with a config.json) and checkpoints, all under ``tmp``."""
+    from golf_lit.artifact import packing
+
+    from .test_artifact_hostile import LQER, MODEL_Q, XZ_1536_MIB_DICT, base_wm, pergroup_with_manifest, write_wm
+
+    f: dict[str, Path] = {}
+
+    def art(name: str, edit=None, kind: str = "zstd", cfg=MODEL_Q) -> None:
+        w, m = base_wm()
+        if edit is not None:
+            edit(w, m)
+        f[name] = write_wm(tmp / name, w, m, kind, cfg)
+
+    def raw(name: str, blob: bytes) -> None:
+        f[name] = write_wm(tmp / name, *base_wm())
+        f[name].write_bytes(blob)
+
+    def nan_scale(w, m):
+        w["blocks.0.mlp.fc.weight.scale"][3] = float("nan")
+
+    art("nan_scale", nan_scale)
+    art("int64_codes", lambda w, m: w.update({"blocks.0.mlp.proj.weight.q": w["blocks.0.mlp.proj.weight.q"].long()}))
+    art("lqer_bomb", lambda w, m: w.update({f"{LQER}.lqer_A": torch.zeros(65_536, 1, dtype=torch.int8),
+                                             f"{LQER}.lqer_B": torch.zeros(1, 65_536, dtype=torch.int8)}))
+    art("lqer_packing", lambda w, m: m[LQER].update(lqer=["asym"]))
+    art("million_layers", cfg=ModelConfig(num_layers=1_000_000, xsa_last_n=0))
+    w, m = base_wm()
+    raw("manifest_bomb", pergroup_with_manifest(w, m, [["g", [["blocks.0.mlp.fc.weight.q", 100_000, 100_000, False]]]]))
+    raw("manifest_malformed", pergroup_with_manifest(w, m, [["g", [["blocks.0.mlp.fc.weight.q", "640", 128, 0]]]]))
+    flagged = bytearray(packing.pack(w, m, "pergroup", "zstd"))
+    flagged[9] = 0x80  # stream 0's flags
+    raw("unknown_flags", bytes(flagged))
+    raw("lzma_dict_bomb", packing.write_container("lzma", [("lzma", 0, XZ_1536_MIB_DICT)]))
+    # A forged config.json: golf-lit's mark, the artifact's real sha256, and data of the forger's choosing
+    from golf_lit.eval.loading import provenance
+
+    art("forged")
+    evil = tmp / "forged" / "evil"
+    evil.mkdir()
+    (evil / "fineweb_val_000000.bin").write_bytes(shard_bytes())
+    (tmp / "forged" / "config.json").write_text(json.dumps({
+        **provenance(f["forged"]), "model": MODEL_Q.to_dict(),
+        "data": {"val_files": str(evil / "fineweb_val_*.bin"), "tokenizer_path": TOKENIZER, "train_seq_len": 64}}))
+
+    ckpt = torch.load(good["ckpt"], weights_only=True)
+
+    def bad_ckpt(name: str, edit) -> None:
+        c = copy.deepcopy(ckpt)
+        edit(c)
+        f[name] = tmp / name
+        torch.save(c, f[name])
+
+    def first_weight(c) -> str:
+        return next(k for k in c["state_dict"] if k.startswith("gpt.blocks.0."))
+
+    bad_ckpt("million_layers.ckpt", lambda c: c["hyper_parameters"].update(num_layers=1_000_000, xsa_last_n=0))
+    bad_ckpt("two_layers.ckpt", lambda c: c["hyper_parameters"].update(num_layers="two"))
+    bad_ckpt("nan_weight.ckpt", lambda c: c["state_dict"][first_weight(c)].view(-1).__setitem__(0, float("nan")))
+    bad_ckpt("shape.ckpt", lambda c: c["state_dict"].update({first_weight(c): torch.zeros(3, 5)}))
+    bad_ckpt("ema_shape.ckpt", lambda c: c["callbacks"]["EMA"]["shadow"].update(
+        {next(iter(c["callbacks"]["EMA"]["shadow"])): torch.zeros(3, 5)}))
+    return f
+
+
+def ev_noval(artifact, *args) -> list[str]:
+    """eval with the data flags of EVAL_DATA but no --val_files and no --tokenizer (the defaults decide)."""
+    rest = [a for a in EVAL_DATA if a != SAMPLE_TOKENIZER and a != "--tokenizer"]
+    return ["eval", "--artifact", str(artifact), *rest, *args]
+
+
+HOSTILE_ROWS = [
+    ("eval-nan-scale", lambda f: ev(f["nan_scale"]), "NaN or infinite"),
+    ("eval-int64-codes", lambda f: ev(f["int64_codes"]), "is int64, expected int8"),
+    ("eval-lqer-factor-bomb", lambda f: ev(f["lqer_bomb"]), "LQER factors of shapes (65536, 1) and (1, 65536)"),
+    ("eval-lqer-malformed-packing", lambda f: ev(f["lqer_packing"]), "unknown LQER packing"),
+    ("eval-config-million-layers", lambda f: ev(f["million_layers"]), "config.json: model.num_layers=1000000"),
+    ("eval-pergroup-manifest-bomb", lambda f: ev(f["manifest_bomb"]), "is 100000x100000, the model's (640, 128)"),
+    ("eval-pergroup-manifest-malformed", lambda f: ev(f["manifest_malformed"]), "manifest_malformed"),
+    ("eval-container-unknown-flags", lambda f: ev(f["unknown_flags"]), "unknown flags 0x80"),
+    ("eval-lzma-dictionary-bomb", lambda f: ev(f["lzma_dict_bomb"]), "Memory usage limit"),
+    # the forged config.json's data is not used: the challenge default is looked for (absent here) instead
+    ("eval-forged-config-json", lambda f: ev_noval(f["forged"], "--tokenizer", SAMPLE_TOKENIZER),
+     "./data/datasets/fineweb10B_sp1024/fineweb_val_"),
+    ("export-ckpt-million-layers", lambda f: ex(f["million_layers.ckpt"], "--out", f["tmp"] / "o"),
+     "model.num_layers=1000000"),
+    ("export-ckpt-wrong-type", lambda f: ex(f["two_layers.ckpt"], "--out", f["tmp"] / "o"), "two_layers.ckpt"),
+    ("export-ckpt-nan-weight", lambda f: ex(f["nan_weight.ckpt"], "--out", f["tmp"] / "o"), "NaN or infinite"),
+    ("export-ckpt-wrong-shape", lambda f: ex(f["shape.ckpt"], "--out", f["tmp"] / "o"), "of shape (3, 5)"),
+    ("export-ckpt-ema-wrong-shape", lambda f: ex(f["ema_shape.ckpt"], "--out", f["tmp"] / "o"), "EMA weight"),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile(good, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hostile")
+    return {**make_hostile(root, good), "root": root}
+
+
+@pytest.mark.parametrize("argv, expect", [r[1:3] for r in HOSTILE_ROWS], ids=[r[0] for r in HOSTILE_ROWS])
+def test_hostile_artifact_or_checkpoint_is_one_line_and_touches_nothing(argv, expect, good, hostile, tmp_path,
+                                                                         monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    files = {**hostile, "tmp": tmp_path}
+    monkeypatch.chdir(work)
+    before = snapshot(tmp_path, good["root"], hostile["root"])
+    code = run_cli(argv(files))
+    out, err = capsys.readouterr()
+    assert code == 2, (code, err[-3000:])
+    assert "Traceback" not in out + err, err[-3000:]
+    lines = [ln for ln in err.strip().splitlines() if "error" in ln.lower()]
+    assert len(lines) == 1, err[-3000:]
+    assert expect in lines[0], err[-3000:]
+    assert snapshot(tmp_path, good["root"], hostile["root"]) == before

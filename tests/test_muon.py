@@ -352,3 +352,52 @@ def test_muon_eq_r_leaves_the_momentum_buffer_alone():
 def test_muon_rejects_unknown_coefficient_names():
     with pytest.raises(ValueError, match="ns_coefficients"):
         Muon([torch.nn.Parameter(torch.zeros(4, 4))], ns_coefficients="quintic")
+
+
+# --- grouping of the quintic term in bf16 (issue 24 item 9) -------------------------------------------------------
+
+
+def top_reference_step(w0: torch.Tensor, g: torch.Tensor, mu: float, lr: float) -> torch.Tensor:
+    """One Muon step of the leaderboard top written from docs/top-stack.md §4.2 with the top code's grouping:
+    Nesterov from a zero buffer (buf = g; the seed's ``g.add(buf, alpha=mu)``), MuonEq-R rows, then per
+    iteration ``B = b*A + c*(A@A)`` in bf16, and the seed's ``p.add_(update, alpha=-lr)``."""
+    d = g.add(g, alpha=mu)
+    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-7)
+    x = d.bfloat16()
+    x = x / (x.norm() + 1e-7)
+    tall = g.size(0) > g.size(1)
+    if tall:
+        x = x.T
+    for a, b, c in POLAR_EXPRESS_COEFFICIENTS:
+        A = x @ x.T
+        B = b * A + c * (A @ A)
+        x = a * x + B @ x
+    x = x.T if tall else x
+    return w0.add((x * math.sqrt(max(1, g.size(0) / g.size(1)))).float(), alpha=-lr)
+
+
+@pytest.mark.parametrize("shape", [(24, 48), (48, 24)])
+def test_polar_express_bf16_step_is_bitwise_the_tops_grouping(shape):
+    w0, (g,) = problem(shape, n=1, seed=7)
+    make = lambda p: Muon(p, lr=0.1, momentum=0.9, ns_coefficients="polar_express", row_normalize=True)  # noqa: E731
+    got = run_optimizer(make, w0, [g], [0.9])[0]
+    assert torch.equal(got, top_reference_step(w0, g, 0.9, 0.1))
+    # the other grouping is a different bf16 computation (so this test can fail), equal in fp64
+    d = row_normalize(g.add(g, alpha=0.9))
+    ours = zeropower_newton_schulz(d, coefficients=POLAR_EXPRESS_COEFFICIENTS)
+    seedlike = zeropower_newton_schulz(d, coefficients=POLAR_EXPRESS_COEFFICIENTS, square_first=False)
+    assert rel_err(seedlike.float(), ours.float()) > 1e-3
+    d64 = d.double()
+    torch.testing.assert_close(
+        zeropower_newton_schulz(d64, coefficients=POLAR_EXPRESS_COEFFICIENTS, dtype=torch.float64),
+        zeropower_newton_schulz(d64, coefficients=POLAR_EXPRESS_COEFFICIENTS, dtype=torch.float64, square_first=False),
+        rtol=0,
+        atol=1e-12,
+    )
+
+
+@pytest.mark.parametrize("shape", [(24, 48), (48, 24)])
+def test_fixed_coefficients_keep_the_seeds_grouping_bitwise(shape):
+    _, (g,) = problem(shape, n=1, seed=8)
+    assert torch.equal(zeropower_newton_schulz(g), reference_ns(g))  # reference_ns: the seed's `c * A @ A`
+    assert not torch.equal(zeropower_newton_schulz(g, square_first=True), reference_ns(g))

@@ -31,7 +31,7 @@ def test_top_config_shows_the_logged_values(capsys):
         sparse_attn_gate_scale=0.5, leaky_relu=True, leaky_slope=0.5, smear_gate=True,
         smear_gate_variant="gated_bos", bigram_vocab_size=0, unet_skips=True, skip_gates_enabled=True,
         num_loops=2, loop_start=3, loop_end=5, enable_looping_at=0.35, parallel_start_layer=8,
-        parallel_final_lane="mean", fused_ce_enabled=True, bos_id=1, compile=True,
+        parallel_final_lane="mean", fused_ce_enabled=True, bos_id=1, compile=True, rope_positions="flat",
     )  # fmt: skip
     assert {k: model[k] for k in expected_model} == expected_model
     expected_optim = dict(

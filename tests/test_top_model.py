@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -137,29 +139,98 @@ def test_parallel_start_past_last_layer_is_sequential():
     assert GPT(tiny_config(num_layers=3, xsa_last_n=3, parallel_start_layer=1)).parallel_post_lambdas.shape == (2, 2, 2)
 
 
-@pytest.mark.parametrize("final", ["mean", "lane0", "lane1"])
-def test_two_lanes_match_hand_reference(final):
-    cfg = tiny_config(num_layers=3, xsa_last_n=3, parallel_start_layer=1, parallel_final_lane=final)
-    model = randomized(cfg)
-    ids = ids_for()
-    b, P, R = model.blocks, model.parallel_post_lambdas, model.parallel_resid_lambdas
-    x0 = model.embed(ids)
-    x, v0 = b[0](x0, x0, None)  # encoder [0], decoder [1, 2]; block 1 is the first parallel block
+# A reference forward written from the equations of docs/record-stack.md §4 and docs/top-stack.md §3 with plain
+# tensor ops on the model's parameters: it calls no golf-lit module, so it checks the model instead of restating it.
+
+
+def eq_rms(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + torch.finfo(x.dtype).eps)
+
+
+def eq_attention(p: dict, i: int, u: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """Attention of block i on its normalised input u (B, T, C): GQA, QK-norm, partial split-half RoPE (base as
+    given, positions 0..T-1), q_gain, causal softmax, XSA, sparse gate, out-proj."""
+    B, T, C = u.shape
+    H, Hkv, D, rd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.rope_dims
+    w = lambda name: p[f"blocks.{i}.attn.{name}"]  # noqa: E731
+    q = eq_rms((u @ w("c_q.weight").T).reshape(B, T, H, D))
+    k = eq_rms((u @ w("c_k.weight").T).reshape(B, T, Hkv, D))
+    v = (u @ w("c_v.weight").T).reshape(B, T, Hkv, D)
+    inv_freq = cfg.rope_base ** (-torch.arange(0, rd, 2, dtype=torch.float32) / rd)
+    ang = torch.arange(T, dtype=torch.float32)[:, None] * inv_freq  # (T, rd/2)
+    cos, sin = ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
+
+    def rope(x):
+        x1, x2 = x[..., : rd // 2], x[..., rd // 2 : rd]
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, x[..., rd:]), dim=-1)
+
+    q = rope(q) * w("q_gain")[None, None, :, None]
+    k = rope(k)
+    group = torch.arange(H) // (H // Hkv)  # KV head of every query head
+    kh, vh = k[:, :, group], v[:, :, group]  # (B, T, H, D)
+    scores = torch.einsum("bthd,bshd->bhts", q, kh) / math.sqrt(D)
+    scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    y = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), vh)
+    v_hat = vh / vh.norm(dim=-1, keepdim=True)
+    y = y - (y * v_hat).sum(-1, keepdim=True) * v_hat  # XSA: drop the component along the token's own value
+    gate = torch.sigmoid(cfg.sparse_attn_gate_scale * (u[..., : cfg.gate_window] @ w("attn_gate_w").T))
+    return (y * gate[..., None]).reshape(B, T, C) @ w("proj.weight").T
+
+
+def eq_mlp(p: dict, i: int, u: torch.Tensor, slope: float) -> torch.Tensor:
+    h = u @ p[f"blocks.{i}.mlp.fc.weight"].T
+    return torch.where(h > 0, h, slope * h).square() @ p[f"blocks.{i}.mlp.proj.weight"].T
+
+
+def eq_two_lane_logits(model: GPT, ids: torch.Tensor, *, split_after_skip: bool = False) -> torch.Tensor:
+    """Logits of a 3-block, 2-lane model (encoder [0], decoder [1, 2], lanes from block 1) by the record's equations.
+
+    docs/top-stack.md §3.5: at the first parallel block lane0 = lane1 = x, then the skip goes to lane 0 only.
+    ``split_after_skip`` is the wrong order (skip first, then copy), for showing the test can tell them apart.
+    """
+    cfg = model.cfg
+    p = {k: v.detach() for k, v in model.state_dict().items()}
+    s = [1.0 / math.sqrt(i + 1) for i in range(3)]  # LN scale per physical block
+    mix = lambda i, x, x0: p[f"blocks.{i}.resid_mix"][0] * x + p[f"blocks.{i}.resid_mix"][1] * x0  # noqa: E731
+    x0 = eq_rms(p["tok_emb.weight"][ids])
+    x = mix(0, x0, x0)  # block 0, sequential
+    x = x + p["blocks.0.attn_scale"] * eq_attention(p, 0, eq_rms(x) * s[0], cfg)
+    x = x + p["blocks.0.mlp_scale"] * eq_mlp(p, 0, eq_rms(x) * s[0], cfg.leaky_slope)
     skip = x
-    lane0 = x + model.skip_weights[0] * skip  # skips go to lane 0 (before the split here: lane1 = lane0)
-    lane1 = lane0
-    for r, blk in ((0, b[1]), (1, b[2])):
-        attn_in = blk.resid_mix[0] * lane0 + blk.resid_mix[1] * x0
-        a = blk.attn_scale * blk.attn(rms_norm(attn_in) * blk.ln_scale, v0)[0]
-        m = blk.mlp_scale * blk.mlp(rms_norm(lane1) * blk.ln_scale)  # the MLP reads lane 1 only, no x0 mix
+    g = torch.sigmoid(p["skip_gates"][0])
+    skipped = g * x + (1 - g) * (p["skip_weights"][0] * skip)
+    lane0, lane1 = (skipped, skipped) if split_after_skip else (skipped, x)
+    P, R = p["parallel_post_lambdas"], p["parallel_resid_lambdas"]
+    for r, i in ((0, 1), (1, 2)):
+        a = p[f"blocks.{i}.attn_scale"] * eq_attention(p, i, eq_rms(mix(i, lane0, x0)) * s[i], cfg)
+        m = p[f"blocks.{i}.mlp_scale"] * eq_mlp(p, i, eq_rms(lane1) * s[i], cfg.leaky_slope)  # lane 1 only
         lane0, lane1 = (
             R[r, 0] * lane0 + P[r, 0, 0] * a + P[r, 1, 0] * m,
             R[r, 1] * lane1 + P[r, 0, 1] * a + P[r, 1, 1] * m,
         )
-    out = {"mean": 0.5 * (lane0 + lane1), "lane0": lane0, "lane1": lane1}[final]
-    ref = 30.0 * torch.tanh(F.linear(rms_norm(out), model.tok_emb.weight) / 30.0)
-    torch.testing.assert_close(model(ids), ref, rtol=1e-6, atol=1e-6)
-    fresh = GPT(cfg)
+    out = {"mean": 0.5 * (lane0 + lane1), "lane0": lane0, "lane1": lane1}[cfg.parallel_final_lane]
+    return 30.0 * torch.tanh(eq_rms(out) @ p["tok_emb.weight"].T / 30.0)
+
+
+def two_lane_config(final: str = "mean") -> ModelConfig:
+    """The top's options on 3 blocks, none the reference leaves out: no BigramHash, SmearGate or value residual."""
+    return tiny_config(
+        num_layers=3, xsa_last_n=3, parallel_start_layer=1, parallel_final_lane=final, skip_gates_enabled=True,
+        bigram_vocab_size=0, smear_gate=False, value_residual=False, attn_gate_variant="sparse",
+        sparse_attn_gate_scale=0.5, gate_window=6, rope_yarn=False, qk_gain_init=5.0, leaky_slope=0.5,
+    )
+
+
+@pytest.mark.parametrize("final", ["mean", "lane0", "lane1"])
+def test_two_lanes_match_the_records_equations(final):
+    model = randomized(two_lane_config(final))
+    ids = ids_for()
+    with torch.no_grad():
+        got = model(ids)
+        torch.testing.assert_close(got, eq_two_lane_logits(model, ids), rtol=1e-5, atol=1e-5)
+        # the other lane order (skip, then split) is a different model, far outside that tolerance
+        assert (got - eq_two_lane_logits(model, ids, split_after_skip=True)).abs().max() > 1e-2
+    fresh = GPT(two_lane_config(final))
     assert torch.all(fresh.parallel_post_lambdas == 1) and torch.all(fresh.parallel_resid_lambdas == 1.1)
 
 
@@ -239,6 +310,8 @@ def test_config_errors_name_the_key():
         ({"smear_gate_variant": "bos"}, "model.smear_gate_variant"),
         ({"gate_window": 0}, "model.gate_window"),
         ({"bos_id": 1024}, "model.bos_id"),
+        ({"rope_positions": "restart"}, "model.rope_positions"),
+        ({"attention_backend": "dense"}, "model.attention_backend"),
     ]:
         with pytest.raises(ValueError, match=key):
             ModelConfig(**kw)
@@ -289,8 +362,9 @@ def isolated_config(**kw) -> ModelConfig:
     return tiny_config(**kw)
 
 
-def test_document_masking_isolates_documents():
-    model = randomized(isolated_config())
+@pytest.mark.parametrize("rope_positions", ["flat", "per_document"])
+def test_document_masking_isolates_documents(rope_positions):
+    model = randomized(isolated_config(rope_positions=rope_positions))
     model.eval()
     with torch.no_grad():
         for (row, start, end), t, base, out in _perturb_each_document(model):
@@ -303,15 +377,43 @@ def test_document_masking_isolates_documents():
                 assert (out[row, s] - base[row, s]).abs().max() > 1e-4, (row, t, s)
 
 
+def rope_tables(model: GPT, ids: torch.Tensor, cu: torch.Tensor | None) -> torch.Tensor:
+    """The (cos, sin) tables block 0's attention rotates with, stacked and broadcast to (2, B, T, rd/2)."""
+    seen = []
+    handle = model.blocks[0].attn.rotary.register_forward_hook(lambda m, i, out: seen.append(out))
+    with torch.no_grad():
+        model(ids, cu)
+    handle.remove()
+    cos, sin = seen[0]
+    return torch.stack(torch.broadcast_tensors(cos, sin))[..., 0, :].expand(2, *ids.shape, -1)
+
+
+def test_rope_positions_flat_are_the_rows_and_per_document_restart():
+    ids = packed_ids()
+    flat = GPT(isolated_config(rope_positions="flat"))
+    unpacked = rope_tables(flat, ids, None)
+    assert torch.equal(rope_tables(flat, ids, CU), unpacked)  # flat: exactly an unpacked row's positions 0..T-1
+    restarted = rope_tables(GPT(isolated_config(rope_positions="per_document")), ids, CU)
+    for row, start, end in DOCS:  # per_document: each document's tables are those of positions 0..len-1
+        torch.testing.assert_close(restarted[:, row, start:end], unpacked[:, row, : end - start], rtol=0, atol=0)
+    assert not torch.equal(restarted, unpacked)
+    assert ModelConfig().rope_positions == "flat"
+
+
 def test_packed_document_equals_document_alone():
-    """RoPE positions restart per segment, so a document's logits do not depend on where it sits in the row."""
-    model = randomized(isolated_config())
+    """Both settings give a document's logits as if it stood alone, to fp32 rounding (measured max 1.6e-6 on
+    logits of size ~4): per_document by construction (the packed row's attention still runs over other shapes),
+    flat because only the relative offset of query and key enters the score (rotations at angles up to 24 rad)."""
+    per_doc = randomized(isolated_config(rope_positions="per_document"))
+    flat = GPT(isolated_config(rope_positions="flat"))
+    flat.load_state_dict(per_doc.state_dict())
     ids = packed_ids()
     with torch.no_grad():
-        packed = model(ids, CU)
+        packed, packed_flat = per_doc(ids, CU), flat(ids, CU)
         for row, start, end in DOCS:
-            alone = model(ids[row : row + 1, start:end])[0]
+            alone = per_doc(ids[row : row + 1, start:end])[0]
             torch.testing.assert_close(packed[row, start:end], alone, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(packed_flat[row, start:end], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_without_cu_seqlens_documents_see_each_other():

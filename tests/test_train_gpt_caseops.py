@@ -48,8 +48,11 @@ def caseops_run(tmp_path_factory):
     config = tmp / "caseops.yaml"
     config.write_text(yaml.safe_dump(cfg))
     out = tmp / "seeds"
+    # golf-lit eval takes data other than the bundled sample only from flags (docs/safety.md); train_gpt.py adds
+    # its own (DATA_PATH, TOKENIZER_PATH) after the baked ones, and the last flag wins
+    claimed = [*PHASED, "--val_files", str(data / "fineweb_val_*.bin"), "--tokenizer", str(tok)]
     cmd = [sys.executable, "-m", "golf_lit", "seeds", "--config", str(config), "--seeds", "5", "--out", str(out),
-           "--fixed-steps", "2", "--eval-args", " ".join(PHASED), "--trainer.val_check_interval", "2",
+           "--fixed-steps", "2", "--eval-args", " ".join(claimed), "--trainer.val_check_interval", "2",
            "--trainer.enable_progress_bar", "false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread, as the isolated run below
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp, env=env)

@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import lzma
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
 import zstandard
 
+try:
+    import resource  # POSIX only: caps the size of what lrzip may write
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
 from golf_lit.artifact.errors import ArtifactError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_DECOMPRESSED_BYTES = 256_000_000
-"""Default cap on the decompressed size of one stream (the record payload is ~20-30 MB)."""
+"""Default cap on the decompressed size of a whole artifact, all its streams together (the record payload is
+~20-30 MB)."""
+MAX_DECODER_MEMORY = 1 << 27
+"""Cap on the memory a decoder may reserve for its window/dictionary: 128 MiB (xz preset 9e needs 64 MiB, zstd's
+default window limit is 128 MiB, brotli's window is at most 16 MiB)."""
 _PIECE = 1 << 10
 
 
@@ -74,7 +84,7 @@ def decompress(
         raise ArtifactError(f"{source}: corrupt {stream} header at byte offset 0: {e}") from e
     if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > max_bytes:
         raise too_big(source, stream, max_bytes)
-    dobj = zstandard.ZstdDecompressor().decompressobj()
+    dobj = zstandard.ZstdDecompressor(max_window_size=MAX_DECODER_MEMORY).decompressobj()
     parts: list[bytes] = []
     total = 0
     for start in range(0, len(blob), _PIECE):
@@ -244,7 +254,9 @@ def _decode_brotli(blob: bytes, source: str, stream: str, max_bytes: int) -> byt
 
 
 def _decode_lzma(blob: bytes, source: str, stream: str, max_bytes: int) -> bytes:
-    d = lzma.LZMADecompressor()
+    # Only the .xz format encode() writes; memlimit refuses a header declaring a huge dictionary before it is
+    # allocated (a 77-byte stream can ask for GiBs).
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=MAX_DECODER_MEMORY)
     parts: list[bytes] = []
     total = 0
     data = blob
@@ -269,10 +281,18 @@ def _lrzip(data: bytes, flags: list[str], what: str, max_bytes: int | None = Non
     exe = shutil.which("lrzip")
     if exe is None:
         raise ValueError("the lrzip binary is not on PATH (e.g. apt-get install lrzip)")
+    def cap_output() -> None:  # in the child: it cannot write a file past the cap (SIGXFSZ/EFBIG instead)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes + 1, max_bytes + 1))
+
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
         src.write_bytes(data)
-        proc = subprocess.run([exe, "-q", "-f", *flags, "-o", str(dst), str(src)], capture_output=True)
+        proc = subprocess.run([exe, "-q", "-f", *flags, "-o", str(dst), str(src)], capture_output=True,
+                              preexec_fn=cap_output if max_bytes is not None and resource else None)  # fmt: skip
+        if max_bytes is not None and proc.returncode != 0 and dst.is_file() and dst.stat().st_size > max_bytes:
+            return None
+        if max_bytes is not None and proc.returncode == -signal.SIGXFSZ:
+            return None
         if proc.returncode != 0 or not dst.is_file():
             msg = proc.stderr.decode(errors="replace").strip().splitlines()
             raise ValueError(f"lrzip {what} failed: {msg[-1] if msg else proc.returncode}")

@@ -74,6 +74,11 @@ def read_container(blob: bytes, source: str) -> tuple[str, list[Stream]]:
         codec_id, flags, length, crc = _STREAM.unpack_from(blob, _HEAD.size + i * _STREAM.size)
         if codec_id not in CODEC_NAMES:
             raise ArtifactError(f"{source}: stream {i}: unknown codec id {codec_id}")
+        if flags & ~SHUFFLED:
+            raise ArtifactError(
+                f"{source}: stream {i}: unknown flags 0x{flags:02x} (this golf-lit knows only 0x{SHUFFLED:02x}, "
+                "the byte shuffle)"
+            )
         if pos + length > len(blob):
             raise ArtifactError(
                 f"{source}: truncated stream {i}: it needs bytes {pos}..{pos + length} but the file has {len(blob)}"
@@ -115,12 +120,19 @@ def pack(w: Mapping[str, Tensor], m: Mapping[str, Any], packing: str, backend: s
 
 
 def unpack(
-    blob: bytes, source: str, max_bytes: int = MAX_DECOMPRESSED_BYTES
+    blob: bytes,
+    source: str,
+    max_bytes: int = MAX_DECOMPRESSED_BYTES,
+    template: Mapping[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Container bytes -> ``(w, m)``."""
+    """Container bytes -> ``(w, m)``, decompressing at most ``max_bytes`` over all streams together.
+
+    ``template`` (the declared model's state dict, e.g. on the meta device) lets the pergroup manifest be checked
+    against the model's shapes before any code stream is decompressed.
+    """
     packing, streams = read_container(blob, source)
     if packing in ("brotli", "lzma"):
         if len(streams) != 1:
             raise ArtifactError(f"{source}: a {packing} container holds one stream, found {len(streams)}")
         return deserialize(decode_stream(streams[0], source, "stream 0 (payload)", max_bytes), source)
-    return pergroup.unpack(streams, source, max_bytes, decode_stream)
+    return pergroup.unpack(streams, source, max_bytes, decode_stream, template)

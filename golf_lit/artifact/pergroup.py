@@ -104,26 +104,77 @@ def serialize_with_manifest(w: Mapping[str, Tensor], m: Mapping[str, Any], manif
     return serialize(w, {**m, "__groups__": manifest})
 
 
+def _manifest(
+    manifest: Any, source: str, n_streams: int, template: Mapping[str, Tensor] | None
+) -> list[tuple[str, list[tuple[str, int, int, bool]]]]:
+    """Check the group manifest's structure (and, with a template, every entry's name and shape)."""
+    where = f"{source}: stream 0 (remainder): group manifest"
+    if not isinstance(manifest, list) or len(manifest) != n_streams:
+        raise ArtifactError(f"{where} does not match the {n_streams} code streams")
+    out, seen = [], set()
+    for i, group in enumerate(manifest):
+        if not (isinstance(group, (list, tuple)) and len(group) == 2 and isinstance(group[0], str)
+                and isinstance(group[1], (list, tuple))):  # fmt: skip
+            raise ArtifactError(f"{where} entry {i}: expected [group name, entries]")
+        entries = []
+        for entry in group[1]:
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 4 and isinstance(entry[0], str)
+                    and all(type(v) is int and v >= 1 for v in entry[1:3]) and type(entry[3]) is bool):  # fmt: skip
+                raise ArtifactError(f"{where} of group {group[0]!r}: expected [name, rows >= 1, cols >= 1, permuted], "
+                                    f"found {str(entry)[:80]}")  # fmt: skip
+            key, rows, cols, permuted = entry
+            if key in seen or not key.endswith(".q"):
+                raise ArtifactError(f"{where}: entry {key!r} is repeated or not a '<tensor>.q' code matrix")
+            seen.add(key)
+            if template is not None:
+                like = template.get(key[:-2])
+                if like is None or tuple(like.shape) != (rows, cols):
+                    expected = "no such tensor" if like is None else f"the model's {tuple(like.shape)}"
+                    raise ArtifactError(f"{where}: {key!r} is {rows}x{cols}, {expected}")
+            if permuted and rows > 65_536:
+                raise ArtifactError(f"{where}: {key!r} has {rows} rows, too many for a uint16 permutation")
+            entries.append((key, rows, cols, permuted))
+        out.append((group[0], entries))
+    return out
+
+
 def unpack(
     streams: list[tuple[str, int, bytes]],
     source: str,
     max_bytes: int,
     decode_stream: Callable[[tuple[str, int, bytes], str, str, int], bytes],
+    template: Mapping[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Streams -> ``(w, m)``; every inconsistency names the file and the stream."""
+    """Streams -> ``(w, m)``; every inconsistency names the file and the stream.
+
+    ``max_bytes`` bounds the whole file: the remainder is decoded within it, then the manifest's sizes (checked
+    against ``template``'s shapes when given) must fit what is left before any code stream is decoded, and each
+    code stream may decode to exactly its manifest size and no more.
+    """
     if len(streams) < 2:
         raise ArtifactError(f"{source}: a pergroup container holds at least 2 streams, found {len(streams)}")
-    w, m = deserialize(decode_stream(streams[0], source, "stream 0 (remainder)", max_bytes), source)
-    manifest = m.pop("__groups__", None)
-    if not isinstance(manifest, list) or len(manifest) != len(streams) - 2:
-        raise ArtifactError(f"{source}: stream 0 (remainder): the group manifest does not match {len(streams) - 2} code streams")  # noqa: E501
-    perm_raw = decode_stream(streams[1], source, "stream 1 (permutations)", max_bytes)
+    head = decode_stream(streams[0], source, "stream 0 (remainder)", max_bytes)
+    w, m = deserialize(head, source)
+    manifest = _manifest(m.pop("__groups__", None), source, len(streams) - 2, template)
+    sizes = [sum(rows * cols for _, rows, cols, _ in entries) for _, entries in manifest]
+    perm_size = 2 * sum(rows for _, entries in manifest for _, rows, _, permuted in entries if permuted)
+    left = max_bytes - len(head)
+    if sum(sizes) + perm_size > left:
+        raise ArtifactError(
+            f"{source}: the group manifest declares {sum(sizes) + perm_size:,} bytes of codes, more than the "
+            f"{left:,} left of the cap of {max_bytes:,} bytes (max_decompressed_bytes; a corrupt or malicious file?)"
+        )
+    clash = sorted(k for _, entries in manifest for k, *_ in entries if k in w)
+    if clash:
+        raise ArtifactError(f"{source}: stream 0 (remainder) also holds {clash[0]!r}, which the group manifest lists")
+    perm_raw = decode_stream(streams[1], source, "stream 1 (permutations)", perm_size)
+    if len(perm_raw) != perm_size:
+        raise ArtifactError(f"{source}: stream 1 (permutations): {len(perm_raw)} bytes, the manifest says {perm_size}")
     perms = np.frombuffer(perm_raw, dtype="<u2")
     p = 0
-    for i, (group, entries) in enumerate(manifest):
+    for i, ((group, entries), expected) in enumerate(zip(manifest, sizes, strict=True)):
         label = f"stream {i + 2} ({group} codes)"
-        raw = decode_stream(streams[i + 2], source, label, max_bytes)
-        expected = sum(rows * cols for _, rows, cols, _ in entries)
+        raw = decode_stream(streams[i + 2], source, label, expected)
         if len(raw) != expected:
             raise ArtifactError(f"{source}: {label}: {len(raw)} bytes, the manifest says {expected}")
         off = 0
@@ -132,8 +183,6 @@ def unpack(
             q = q.reshape(cols, rows).T.contiguous()
             off += rows * cols
             if permuted:
-                if p + rows > perms.size:
-                    raise ArtifactError(f"{source}: stream 1 (permutations) is too short for {key!r}")
                 perm = torch.from_numpy(perms[p : p + rows].astype(np.int64))
                 p += rows
                 if not torch.equal(torch.sort(perm).values, torch.arange(rows)):
@@ -142,6 +191,4 @@ def unpack(
                 out[perm] = q
                 q = out
             w[key] = q
-    if p != perms.size:
-        raise ArtifactError(f"{source}: stream 1 (permutations): {perms.size - p} values left over")
     return w, m

@@ -38,6 +38,10 @@ INT5_QMAX = 15
 INT8_QMAX = 127
 
 
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+"""Dtypes a stored float tensor (passthrough, scale, LQER factor) may have."""
+
+
 class QuantStateError(ValueError):
     """Quantized weights that do not match their metadata or the target model (names the tensor)."""
 
@@ -466,33 +470,70 @@ def _add_lqer(
             details[name] = {**details[name], "lqer_rank": info["rank"], "lqer_packing": info["packing"]}
 
 
-def _stored(w: Mapping[str, Tensor], key: str, name: str) -> Tensor:
+def _stored(w: Mapping[str, Tensor], key: str, name: str, dtypes: Collection[torch.dtype] | None = None) -> Tensor:
+    """The stored entry ``key`` of tensor ``name``: present, a tensor, of one of ``dtypes``, finite if float."""
     if key not in w:
         raise QuantStateError(f"tensor {name!r}: stored entry {key!r} is missing")
     value = w[key]
     if not isinstance(value, Tensor):
         raise QuantStateError(f"tensor {name!r}: stored entry {key!r} is a {type(value).__name__}, not a tensor")
+    if dtypes is not None and value.dtype not in dtypes:
+        expected = " or ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise QuantStateError(
+            f"tensor {name!r}: stored entry {key!r} is {str(value.dtype).removeprefix('torch.')}, expected {expected}"
+        )
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise QuantStateError(f"tensor {name!r}: stored entry {key!r} holds NaN or infinite values")
     return value
+
+
+def _lqer_parts(name: str, w: Mapping[str, Tensor], packing: Any, rows: int, cols: int) -> dict[str, Tensor]:
+    """LQER factors of a ``rows x cols`` tensor, every shape and dtype checked before they are multiplied."""
+    if packing not in ("asym", "sym", "fp32"):
+        raise QuantStateError(f"tensor {name!r}: unknown LQER packing {packing!r} (expected asym, sym or fp32)")
+    codes = FLOAT_DTYPES if packing == "fp32" else (torch.int8,)
+    a, b = _stored(w, f"{name}.lqer_A", name, codes), _stored(w, f"{name}.lqer_B", name, codes)
+    r = a.shape[1] if a.ndim == 2 else -1
+    if a.ndim != 2 or b.ndim != 2 or a.shape[0] != rows or b.shape != (r, cols) or not 1 <= r <= min(rows, cols):
+        raise QuantStateError(
+            f"tensor {name!r}: LQER factors of shapes {tuple(a.shape)} and {tuple(b.shape)} do not make a rank-r "
+            f"({rows}, r) x (r, {cols}) correction with 1 <= r <= {min(rows, cols)}"
+        )
+    parts = {"A": a, "B": b}
+    if packing == "fp32":
+        return parts
+    scale_shapes = {"asym": {"A": (), "B": (b.numel() // lqer.GROUP,)}, "sym": {"A": (rows,), "B": (r,)}}[packing]
+    if packing == "asym" and b.numel() % lqer.GROUP:
+        raise QuantStateError(f"tensor {name!r}: asym LQER factor B has {b.numel()} elements, not a multiple of 64")
+    for k, shape in scale_shapes.items():
+        parts[f"{k}_scale"] = s = _stored(w, f"{name}.lqer_{k}_scale", name, FLOAT_DTYPES)
+        if tuple(s.shape) != shape:
+            raise QuantStateError(f"tensor {name!r}: LQER {k}_scale has shape {tuple(s.shape)}, expected {shape}")
+    return parts
 
 
 def dequantize_tensor(name: str, w: Mapping[str, Tensor], meta: Any, like: Tensor) -> Tensor:
     """Rebuild one tensor from its stored entries.
 
+    Every entry is checked before it is used: dtype (int8 codes; float16/bfloat16/float32 scales and passthrough
+    floats), finite values, and shapes (codes as the template, one scale per row, LQER factors of a rank up to
+    ``min(rows, cols)``), so a hostile file cannot make it allocate more than the template's size or score NaN.
+
     Args:
         name: State-dict key.
         w: Storage tensors.
         meta: The tensor's meta value.
-        like: Template tensor giving the target shape and dtype.
+        like: Template tensor giving the target shape and dtype (may be on the meta device).
 
     Returns:
         The dequantized tensor (template dtype; fp16 passthrough cast back only to fp32/bf16, as in the seed).
 
     Raises:
-        QuantStateError: Missing entries, unknown format, or a shape that does not match the template.
+        QuantStateError: Missing entries, unknown format, wrong dtype, NaN/Inf, or a shape that does not match.
     """
     shape = tuple(like.shape)
-    if meta in ("passthrough", "passthrough_ctrl"):
-        t = _stored(w, name, name)
+    if isinstance(meta, str) and meta in ("passthrough", "passthrough_ctrl"):
+        t = _stored(w, name, name, FLOAT_DTYPES if like.is_floating_point() else (like.dtype,))
         if tuple(t.shape) != shape:
             raise QuantStateError(f"tensor {name!r}: stored shape {tuple(t.shape)} does not match the model's {shape}")
         if t.dtype == torch.float16 and like.dtype in (torch.float32, torch.bfloat16):
@@ -500,25 +541,31 @@ def dequantize_tensor(name: str, w: Mapping[str, Tensor], meta: Any, like: Tenso
         return t
     kind = meta.get("type") if isinstance(meta, Mapping) else None
     if kind not in ("int5", "int6", "int7", "int8"):
-        raise QuantStateError(f"tensor {name!r}: unknown format {meta!r} (expected passthrough or int5/int6/int7/int8)")
-    q = _stored(w, f"{name}.q", name)
-    scale = _stored(w, f"{name}.scale", name)
+        raise QuantStateError(f"tensor {name!r}: unknown format {str(meta)[:80]} (expected passthrough or int5/int6/int7/int8)")  # noqa: E501
+    q = _stored(w, f"{name}.q", name, (torch.int8,))
+    scale = _stored(w, f"{name}.scale", name, FLOAT_DTYPES)
     if tuple(q.shape) != shape:
         raise QuantStateError(f"tensor {name!r}: stored shape {tuple(q.shape)} does not match the model's {shape}")
     if scale.ndim == 0:
-        return (q.float() * float(scale.item())).to(like.dtype)
-    if q.ndim == 0 or scale.numel() != q.shape[0]:
+        if "lqer" in meta:
+            raise QuantStateError(f"tensor {name!r}: LQER needs one scale per row, found a single scale")
+        out = (q.float() * float(scale.item())).to(like.dtype)
+        if not bool(torch.isfinite(out).all()):
+            raise QuantStateError(f"tensor {name!r}: dequantizes to NaN or infinite values")
+        return out
+    if q.ndim == 0 or scale.ndim != 1 or scale.numel() != q.shape[0]:
         raise QuantStateError(f"tensor {name!r}: {scale.numel()} row scales for a tensor of shape {tuple(q.shape)}")
     rows = scale.float().view(q.shape[0], *([1] * (q.ndim - 1)))
     out = q.float() * rows
     if "lqer" in meta:  # docs/top-stack.md §5.4
-        parts = {k: _stored(w, f"{name}.lqer_{k}", name) for k in ("A", "B", "A_scale", "B_scale")
-                 if f"{name}.lqer_{k}" in w or k in ("A", "B")}  # fmt: skip
-        try:
-            out = out + lqer.unpack(parts, meta["lqer"]).reshape(out.shape)
-        except (RuntimeError, ValueError) as e:
-            raise QuantStateError(f"tensor {name!r}: bad LQER factors: {e}") from e
-    return out.to(like.dtype)
+        if q.ndim != 2:
+            raise QuantStateError(f"tensor {name!r}: LQER corrects 2-D tensors, this one has shape {tuple(q.shape)}")
+        parts = _lqer_parts(name, w, meta["lqer"], q.shape[0], q.shape[1])
+        out = out + lqer.unpack(parts, meta["lqer"])
+    out = out.to(like.dtype)
+    if not bool(torch.isfinite(out).all()):  # finite parts can still overflow (huge fp32 LQER factors, bf16 cast)
+        raise QuantStateError(f"tensor {name!r}: dequantizes to NaN or infinite values")
+    return out
 
 
 def dequantize_state_dict(

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import lzma
+import struct
+import zlib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from golf_lit.artifact import packing
 from golf_lit.artifact.compression import MAX_DECOMPRESSED_BYTES, ZSTD_MAGIC, decompress
 from golf_lit.artifact.container import deserialize, torch_load
 from golf_lit.artifact.errors import ArtifactError
-from golf_lit.artifact.quantize import QuantStateError, dequantize_state_dict
+from golf_lit.artifact.quantize import FLOAT_DTYPES, QuantStateError, dequantize_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +28,65 @@ RECORD_DROPPABLE = frozenset({"blocks.0.attn.vr_lambda"})
 """Record tensors golf-lit's model does not have: the seed's layer 0 owns value-residual lambdas it never uses."""
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The file's bytes; ArtifactError naming it when it is missing or empty."""
+def read_bytes(path: str | Path, max_bytes: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+    """The file's bytes; ArtifactError naming it when it is missing, empty or larger than ``max_bytes``."""
     p = Path(path)
     if not p.is_file():
         raise ArtifactError(f"{p}: artifact file not found")
+    size = p.stat().st_size
+    if size > max_bytes:
+        raise ArtifactError(f"{p}: {size:,} bytes, more than the cap of {max_bytes:,} bytes (max_decompressed_bytes)")
     data = p.read_bytes()
     if not data:
         raise ArtifactError(f"{p}: empty file (byte offset 0)")
     return data
 
 
+MALFORMED = (TypeError, KeyError, IndexError, AttributeError, OverflowError, RuntimeError, struct.error,
+             lzma.LZMAError, zlib.error, MemoryError, RecursionError)  # fmt: skip
+"""What a decoder may raise on bytes that pass every explicit check; turned into one ArtifactError line."""
+
+
+def payload_bound(template: Mapping[str, Tensor]) -> int:
+    """Most decompressed bytes an artifact of a model with this state dict can need.
+
+    Per element at most 4 bytes (fp32 passthrough) plus 8 for LQER factors (fp32 packing at full rank: A and B
+    together hold at most 2 elements per element); plus torch.save's per-entry overhead (generous 4 KiB per
+    tensor for its up to 6 entries) and 1 MiB for the metadata.
+    """
+    return sum(12 * t.numel() + 4096 for t in template.values()) + (1 << 20)
+
+
+def malformed(source: str, exc: BaseException) -> ArtifactError:
+    """One-line ArtifactError for a decoder failure not caught by an explicit check."""
+    text = str(exc).strip().splitlines()
+    return ArtifactError(f"{source}: malformed artifact ({type(exc).__name__}: {text[0][:200] if text else ''})")
+
+
 def parse_artifact(
-    data: bytes, source: str, max_bytes: int = MAX_DECOMPRESSED_BYTES
+    data: bytes,
+    source: str,
+    max_bytes: int = MAX_DECOMPRESSED_BYTES,
+    template: Mapping[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Artifact bytes -> ``(w, m)``: the seed's zstd frame, or any golf-lit container (packing.py)."""
+    """Artifact bytes -> ``(w, m)``: the seed's zstd frame, or any golf-lit container (packing.py).
+
+    ``max_bytes`` bounds the decompressed size of the whole file; with ``template`` (the declared model's state
+    dict, e.g. on the meta device) it is lowered to :func:`payload_bound` and sizes are checked against its shapes.
+    """
+    if template is not None:
+        max_bytes = min(max_bytes, payload_bound(template))
+    try:
+        return _parse(data, source, max_bytes, template)
+    except MALFORMED as exc:
+        raise malformed(source, exc) from exc
+
+
+def _parse(
+    data: bytes, source: str, max_bytes: int, template: Mapping[str, Tensor] | None
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if data[:4] == packing.MAGIC:
-        return packing.unpack(data, source, max_bytes)
+        return packing.unpack(data, source, max_bytes, template)
     if data[:4] != ZSTD_MAGIC:
         raise ArtifactError(
             f"{source}: not a zstd artifact or a golf-lit container (byte offset 0: expected magic "
@@ -65,7 +110,7 @@ def read_artifact(
     Raises:
         ArtifactError: Missing, unknown format, corrupt, truncated, over the cap, or the wrong container.
     """
-    return parse_artifact(read_bytes(path), str(path), max_bytes)
+    return parse_artifact(read_bytes(path, max_bytes), str(path), max_bytes)
 
 
 def _match_template(
@@ -92,7 +137,20 @@ def _match_template(
             raise ArtifactError(
                 f"{source}: tensor {name!r} has shape {tuple(t.shape)} but the model expects {tuple(like.shape)}"
             )
-        out[name] = t.to(like.dtype) if t.dtype != like.dtype and t.is_floating_point() else t
+        if like.is_floating_point():
+            if t.dtype not in FLOAT_DTYPES:
+                raise ArtifactError(
+                    f"{source}: tensor {name!r} is {str(t.dtype).removeprefix('torch.')}, expected a floating-point "
+                    "tensor (float16, bfloat16 or float32)"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise ArtifactError(f"{source}: tensor {name!r} holds NaN or infinite values")
+        elif t.dtype != like.dtype:
+            raise ArtifactError(
+                f"{source}: tensor {name!r} is {str(t.dtype).removeprefix('torch.')}, expected "
+                f"{str(like.dtype).removeprefix('torch.')}"
+            )
+        out[name] = t.to(like.dtype) if t.dtype != like.dtype else t
     return out
 
 
@@ -107,6 +165,8 @@ def _dequantize_file(
         sd = dequantize_state_dict(w, m, template)
     except QuantStateError as e:
         raise ArtifactError(f"{source}: {e}") from e
+    except MALFORMED as e:
+        raise malformed(source, e) from e
     extras = {name: w.get(name, torch.empty(0)) for name in m if name not in template}
     return _match_template({**sd, **extras}, template, source, droppable)
 
@@ -127,7 +187,7 @@ def load_artifact_state_dict(
     Raises:
         ArtifactError: Bad file, or a tensor missing, unexpected or of the wrong shape (named).
     """
-    w, m = read_artifact(path, max_bytes)
+    w, m = parse_artifact(read_bytes(path, max_bytes), str(path), max_bytes, template)
     return _dequantize_file(w, m, template, str(path), frozenset())
 
 
@@ -150,14 +210,14 @@ def load_record_checkpoint(
     Raises:
         ArtifactError: Unreadable file, or a tensor missing, unexpected or of the wrong shape (named).
     """
-    data = read_bytes(path)
+    data = read_bytes(path, max_bytes)
     source = str(path)
     if data[:4] != ZIP_MAGIC:
         if data[:4] not in (ZSTD_MAGIC, packing.MAGIC):
             raise ArtifactError(
                 f"{source}: neither a zstd artifact nor a torch.save checkpoint (byte offset 0: found {data[:4].hex()})"
             )
-        w, m = parse_artifact(data, source, max_bytes)
+        w, m = parse_artifact(data, source, max_bytes, template)
         return _dequantize_file(w, m, template, source, RECORD_DROPPABLE)
     obj = torch_load(data, source, "checkpoint")
     if not isinstance(obj, dict):

@@ -10,7 +10,8 @@ Model config precedence: ``--model.*`` flags / YAML ``model:`` > ``--model_confi
 ``config.yaml`` beside the artifact > ModelConfig defaults. ``val_files``, ``tokenizer`` and ``sliding.seq_len``
 not given as flags are the challenge's (``./data/...`` relative to the working directory, 2048), unless the
 config.json beside the artifact records them (key ``data``) and either golf-lit's export wrote it for exactly
-this artifact (its mark and sha256 match) or ``--data_from_artifact true`` is given. Options are spelled with
+this artifact (its mark and sha256 match; ``val_files`` and ``tokenizer`` then only when they name the bundled
+sample, docs/safety.md) or ``--data_from_artifact true`` is given. Options are spelled with
 underscores (``--val_files``); the ``golf-lit`` dispatcher accepts hyphens (``--val-files``) too.
 """
 

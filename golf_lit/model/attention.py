@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.layers import CastedLinear, Rotary, apply_rotary, rms_norm
@@ -33,6 +36,76 @@ def flash_attn_3_varlen():
     return flash_attn_varlen_func
 
 
+@functools.cache
+def compiled_flex_attention():
+    """flex_attention through torch.compile: the fused, block-sparse kernel (eager flex materialises the scores)."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def segment_backend(backend: str, device: torch.device) -> str:
+    """Which kernel runs document-masked attention for ``model.attention_backend`` on ``device``.
+
+    'fa3' (FlashAttention-3's varlen kernel), 'flex' (flex_attention with a document block mask) or 'sdpa' (SDPA
+    with a dense (B, T, T) boolean mask, O(T^2) memory). 'auto' picks FA3 on CUDA when installed, else flex on
+    CUDA, else SDPA: on the CPU flex has no backward pass in torch 2.13 and its eager form materialises the
+    scores anyway. An explicit 'flex' runs it on the CPU too (eager, forward only: tests and inference).
+    """
+    if backend in ("fa3", "sdpa", "flex"):
+        return backend
+    if device.type == "cuda" and flash_attn_3_varlen() is not None:
+        return "fa3"
+    if device.type == "cuda":
+        return "flex"
+    return "sdpa"
+
+
+def document_block_mask(segment: Tensor, block_size: int = 128) -> BlockMask:
+    """flex_attention ``BlockMask`` of causal attention inside each segment of a packed (B, T) batch.
+
+    The block structure is read off the segment ids instead of evaluating the token mask on all T^2 pairs
+    (``create_block_mask`` without compile evaluates it on every pair: 98,304^2 at the record's row length).
+    Segment ids never decrease along a row, so for a query block i and an earlier key block j < i some pair is
+    allowed iff the last key's segment equals the first query's, and every pair iff the first key's segment
+    equals the last query's (one segment across both blocks); the diagonal block is always partial, later key
+    blocks are empty. Blocks cut by the row end stay partial, so the token mask handles them.
+
+    Args:
+        segment: Segment index of every token (B, T), nondecreasing along each row.
+        block_size: flex_attention's tile (128 on GPUs; tests use small tiles to get many blocks).
+
+    Returns:
+        A BlockMask with shape (B, 1, T, T) whose mask_mod is ``same segment and q >= k``.
+    """
+    B, T = segment.shape
+    nb = -(-T // block_size)
+    pad = nb * block_size - T
+    ends = torch.cat([segment, segment[:, -1:].expand(B, pad)], dim=1)  # padding repeats the last id
+    blocks = ends.reshape(B, nb, block_size)
+    first, last = blocks[..., 0], blocks[..., -1]  # (B, nb) segment of each block's first / last token
+    complete = torch.arange(nb, device=segment.device) < T // block_size  # blocks not cut by the row end
+    i = torch.arange(nb, device=segment.device)
+    earlier = i[None, :, None] > i[None, None, :]  # (1, nq, nk): key block before query block
+    any_pair = (earlier & (last[:, None, :] == first[:, :, None])) | (i[:, None] == i[None, :])[None]
+    full = earlier & (first[:, None, :] == last[:, :, None]) & complete[None, :, None] & complete[None, None, :]
+    partial = any_pair & ~full
+
+    def as_indices(blocks_mask: Tensor) -> tuple[Tensor, Tensor]:
+        counts = blocks_mask.sum(-1, dtype=torch.int32)[:, None]  # (B, 1, nq)
+        order = torch.argsort((~blocks_mask).to(torch.int8), dim=-1, stable=True).to(torch.int32)[:, None]
+        return counts, order  # the allowed key blocks first, in increasing order
+
+    seg_ids = F.pad(segment, (0, pad), value=-1) if pad else segment  # padded keys match no real query
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (seg_ids[b, q_idx] == seg_ids[b, kv_idx]) & (q_idx >= kv_idx)
+
+    kv_num, kv_idx = as_indices(partial)
+    full_num, full_idx = as_indices(full)
+    return BlockMask.from_kv_blocks(
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block_size, mask_mod=mask_mod, seq_lengths=(T, T)
+    )
+
+
 @dataclass(frozen=True)
 class Segments:
     """Document packing of one batch (docs/top-stack.md §2.5), computed once per forward by the GPT.
@@ -40,14 +113,17 @@ class Segments:
     Args:
         cu_seqlens: int32 segment starts of the flattened batch, ending with the total length.
         segment: Segment index of every token (B, T).
-        position: RoPE position of every token: its offset in its segment (B, T).
+        position: RoPE position of every token (B, T), its offset in its segment (``rope_positions:
+            per_document``), or None for the row's own 0..T-1 (``flat``).
         max_seqlen: Upper bound on a segment's length (FlashAttention-3's scheduling hint).
+        block_mask: flex_attention's document BlockMask when the layers run flex (``segment_backend``), else None.
     """
 
     cu_seqlens: Tensor
     segment: Tensor
-    position: Tensor
+    position: Tensor | None
     max_seqlen: int
+    block_mask: Any = None
 
 
 def exclusive_self_attention(y: Tensor, v: Tensor) -> Tensor:
@@ -88,6 +164,10 @@ class CausalSelfAttention(nn.Module):
         if cfg.attention_backend == "fa3" and self._fa3 is None:
             raise ValueError("model.attention_backend: 'fa3' needs the flash_attn_interface package (FlashAttention-3)")
         self.require_fa3 = cfg.attention_backend == "fa3"
+        # flex_attention compiled for eager CUDA runs, only where a GPU may pick flex (compiling happens on the first
+        # call); resolved here so torch.compile sees a plain attribute
+        cuda_flex = torch.cuda.is_available() and segment_backend(cfg.attention_backend, torch.device("cuda")) == "flex"
+        self._flex_compiled = compiled_flex_attention() if cuda_flex else None
         kv_dim = cfg.num_kv_heads * cfg.head_dim
         # Registration order mirrors the seed so state_dict order (and so the artifact bytes) match.
         self.c_q = CastedLinear(cfg.model_dim, cfg.model_dim, bias=False)
@@ -135,10 +215,23 @@ class CausalSelfAttention(nn.Module):
     def _attend_segments(self, q: Tensor, k: Tensor, v: Tensor, seg: Segments) -> Tensor:
         """Causal attention that never crosses a segment of ``seg`` (B, T, H|Hkv, D) -> (B, T, H, D).
 
-        FlashAttention-3's varlen kernel on CUDA when installed (0410-VarLen, PR #1530); otherwise SDPA with a
-        block-diagonal causal boolean mask, O(T^2) memory per row (CPU, tests and short rows).
+        FlashAttention-3's varlen kernel on CUDA when installed (0410-VarLen, PR #1530); else flex_attention with
+        the document block mask when the GPT built one (``segment_backend``: CUDA without FA3, or an explicit
+        'flex'); else SDPA with a block-diagonal causal boolean mask, O(T^2) memory per row (CPU, short rows).
         """
         B, T = q.shape[:2]
+        if seg.block_mask is not None:
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|Hkv, T, D)
+            gqa = self.num_heads != self.num_kv_heads
+            if torch.compiler.is_compiling():  # traced into the compiled model's graph: the fused kernel
+                y = flex_attention(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
+            elif q.is_cuda and self._flex_compiled is not None:  # eager model on a GPU: compile flex on its own
+                y = self._flex_compiled(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
+            else:  # eager flex (forward only on the CPU); its "use torch.compile" warning is expected here
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile")
+                    y = flex_attention(q, k, v, block_mask=seg.block_mask, enable_gqa=gqa)
+            return y.transpose(1, 2)
         if self._fa3_varlen is not None and (q.is_cuda or self.require_fa3):
             flat = [t.reshape(B * T, *t.shape[2:]).bfloat16() for t in (q, k, v)]
             cu = seg.cu_seqlens.to(torch.int32)
@@ -178,7 +271,7 @@ class CausalSelfAttention(nn.Module):
         Args:
             u: Normalised (and LN-scaled) block input.
             v0: Layer 0's raw values (B, T, Hkv, D), or None in layer 0 / without value residual.
-            seg: Document packing: attention stays inside each segment and RoPE positions restart in each.
+            seg: Document packing: attention stays inside each segment (RoPE positions as ``seg.position``).
 
         Returns:
             ``(out, raw_v)``: the projected output (B, T, C) and this layer's raw values (B, T, Hkv, D).

@@ -62,7 +62,9 @@ class ModelConfig:
     unet_skips: bool = True
     """U-Net skip connections from encoder to decoder blocks with learned per-channel weights."""
     attention_backend: str = "auto"
-    """'auto' (FlashAttention-3 when importable on CUDA, else SDPA), 'sdpa' or 'fa3'."""
+    """'auto' (FlashAttention-3 when importable on CUDA, else SDPA; document-masked attention: FA3's varlen kernel,
+    else flex_attention with a document block mask on CUDA, else SDPA with a dense mask), 'sdpa', 'fa3' or 'flex'
+    (document masks through flex_attention on every device; eager and forward-only on the CPU)."""
     seed_bf16_attention: bool = False
     """Cast q/k/v to bf16 for attention even in fp32, as the seed always does (for bit-matching seed runs)."""
     # Leaderboard-top options (docs/top-stack.md §3-4); every default keeps the record model unchanged.
@@ -103,6 +105,12 @@ class ModelConfig:
     rope_yarn: bool = True
     """NTK base rescale base*(T/rope_train_seq_len)^(d/(d-2)) for T > rope_train_seq_len (False: base as given;
     top: False, which the record logs show despite the README's 'YaRN', docs/top-stack.md §3.6)."""
+    rope_positions: str = "flat"
+    """RoPE positions in document-packed rows (``cu_seqlens``): 'flat' (the token's index in its row, as the top
+    record does, docs/top-stack.md §2.5) or 'per_document' (restart at 0 in every segment, so a document's logits
+    do not depend on where it sits in the row). The same function in exact arithmetic and equally accurate in bf16
+    and in fp32 up to a few thousand tokens; at 98,304-token rows flat is ~10x further from fp64 in fp32
+    (docs/model.md). Unpacked rows have positions 0..T-1 under both."""
     fused_ce_enabled: bool = False
     """Training loss through the column-blocked softcapped cross-entropy that keeps only the per-row log-sum-exp
     (docs/top-stack.md §4.5; 0423-PolarNS PR #1787). Same loss and gradients as the eager path."""
@@ -170,8 +178,10 @@ class ModelConfig:
             raise bad("smear_gate_variant", f"must be 'base' or 'gated_bos', got {self.smear_gate_variant!r}")
         if not 0 <= self.bos_id < self.vocab_size:
             raise bad("bos_id", f"must be a token id below vocab_size={self.vocab_size}, got {self.bos_id}")
-        if self.attention_backend not in ("auto", "sdpa", "fa3"):
-            raise bad("attention_backend", f"must be 'auto', 'sdpa' or 'fa3', got {self.attention_backend!r}")
+        if self.rope_positions not in ("flat", "per_document"):
+            raise bad("rope_positions", f"must be 'flat' or 'per_document', got {self.rope_positions!r}")
+        if self.attention_backend not in ("auto", "sdpa", "fa3", "flex"):
+            raise bad("attention_backend", f"must be 'auto', 'sdpa', 'fa3' or 'flex', got {self.attention_backend!r}")
 
     @property
     def head_dim(self) -> int:

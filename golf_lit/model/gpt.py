@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golf_lit.model.attention import CausalSelfAttention, Segments
+from golf_lit.model.attention import CausalSelfAttention, Segments, document_block_mask, segment_backend
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.layers import CastedLinear, rms_norm, segment_positions
 from golf_lit.model.losses import mean_nll, softcapped_cross_entropy
@@ -199,6 +199,10 @@ class GPT(nn.Module):
             self.parallel_post_lambdas = nn.Parameter(torch.ones(rows, 2, 2, dtype=torch.float32))
             self.parallel_resid_lambdas = nn.Parameter(torch.full((rows, 2), 1.1, dtype=torch.float32))
         self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.num_layers)])
+        # Whether packed rows build a flex_attention block mask, per device type (resolved here for torch.compile).
+        self._flex_segments = {
+            kind: segment_backend(cfg.attention_backend, torch.device(kind)) == "flex" for kind in ("cpu", "cuda")
+        }
         self.lm_head = None
         if not cfg.tie_embeddings:
             self.lm_head = CastedLinear(cfg.model_dim, cfg.vocab_size, bias=False)
@@ -255,6 +259,10 @@ class GPT(nn.Module):
         skips: list[Tensor] = []
         for pos, idx in enumerate(order):
             block = self.blocks[idx]
+            if idx >= self.parallel_start and lane1 is None:
+                # The lanes split before this block's skip: lane0 = lane1 = x, then the skip goes to lane 0 only
+                # (docs/top-stack.md §3.5, the record's order).
+                lane1 = lane0
             if pos >= num_encoder and self.skip_weights is not None and skips:
                 i = pos - num_encoder  # LIFO pairing: first decoder layer <- last encoder layer
                 skip = self.skip_weights[i].to(lane0.dtype)[None, None, :] * skips.pop()
@@ -264,7 +272,6 @@ class GPT(nn.Module):
                     g = torch.sigmoid(self.skip_gates[i].to(lane0.dtype))[None, None, :]
                     lane0 = g * lane0 + (1 - g) * skip
             if idx >= self.parallel_start:
-                lane1 = lane0 if lane1 is None else lane1
                 row = idx - self.parallel_start
                 lane0, lane1, raw_v = block.forward_parallel(
                     lane0, lane1, x0, v0, seg, self.parallel_post_lambdas[row], self.parallel_resid_lambdas[row]
@@ -293,17 +300,20 @@ class GPT(nn.Module):
 
         Position t sees only ids[:, :t+1]. With ``cu_seqlens`` (int32 segment starts of the flattened batch
         ending with B*T; every row start a segment start; trailing repeats allowed) attention never crosses a
-        segment and RoPE positions restart at 0 in every segment (docs/top-stack.md §2.5: the record keeps flat
-        positions, which is the same function in exact arithmetic). ``max_seqlen`` bounds a segment's length
-        for FlashAttention-3's varlen kernel (default T). The loss is the fused softcapped cross-entropy when
-        ``cfg.fused_ce_enabled``, else the eager one; both in fp32.
+        segment; RoPE positions are the index in the row (``cfg.rope_positions='flat'``, the record's,
+        docs/top-stack.md §2.5) or restart at 0 in every segment ('per_document'). ``max_seqlen`` bounds a
+        segment's length for FlashAttention-3's varlen kernel (default T). The loss is the fused softcapped
+        cross-entropy when ``cfg.fused_ce_enabled``, else the eager one; both in fp32.
         """
         seg = None
         if cu_seqlens is not None:
             B, T = input_ids.shape
             cu_seqlens = cu_seqlens.to(input_ids.device)
             segment, position = segment_positions(cu_seqlens, B, T)
-            seg = Segments(cu_seqlens, segment, position, max_seqlen or T)
+            position = position if self.cfg.rope_positions == "per_document" else None  # None: 0..T-1 per row
+            flex = self._flex_segments.get(input_ids.device.type, False)
+            block_mask = document_block_mask(segment) if flex else None  # built once, shared by every layer
+            seg = Segments(cu_seqlens, segment, position, max_seqlen or T, block_mask)
         x = self.hidden(input_ids, seg)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x, head.to(x.dtype))

@@ -60,8 +60,8 @@ class Rotary(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Return ``(cos, sin)`` of shape (1|B, T, 1, rope_dims/2) in ``dtype``.
 
-        ``positions`` (B, T), if given, replaces 0..T-1 (document packing restarts them in every segment); the
-        NTK rule still looks at the row length ``seq_len``.
+        ``positions`` (B, T), if given, replaces 0..T-1 (``rope_positions: per_document`` restarts them in every
+        segment); the NTK rule still looks at the row length ``seq_len``.
         """
         if positions is not None:
             freqs = positions.to(torch.float32)[..., None] * self.inv_freq(seq_len, device)  # (B, T, rd/2)

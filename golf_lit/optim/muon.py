@@ -59,7 +59,7 @@ def ns_schedule(coefficients: Coefficients, steps: int) -> list[tuple[float, flo
     Returns:
         A list of ``steps`` triples.
     """
-    if len(coefficients) == 3 and all(isinstance(v, (int, float)) for v in coefficients):
+    if not per_iteration(coefficients):
         return [tuple(coefficients)] * steps  # type: ignore[list-item]
     triples = [tuple(t) for t in coefficients]
     if not triples or any(len(t) != 3 for t in triples):
@@ -96,12 +96,18 @@ def resolve_ns_dtype(ns_dtype: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+def per_iteration(coefficients: Coefficients) -> bool:
+    """Whether ``coefficients`` is a sequence of per-iteration triples (Polar Express) rather than one triple."""
+    return not (len(coefficients) == 3 and all(isinstance(v, (int, float)) for v in coefficients))
+
+
 def zeropower_newton_schulz(
     g: Tensor,
     steps: int = 5,
     eps: float = 1e-7,
     coefficients: Coefficients = NS_COEFFICIENTS,
     dtype: torch.dtype = torch.bfloat16,
+    square_first: bool | None = None,
 ) -> Tensor:
     """Approximately orthogonalize a matrix with a quintic Newton-Schulz iteration (in bf16 by default).
 
@@ -116,6 +122,11 @@ def zeropower_newton_schulz(
         coefficients: (a, b, c) of ``X <- a*X + (b*A + c*A@A) @ X`` with ``A = X @ X.T``, or one triple per
             iteration (see ``ns_schedule``).
         dtype: Working dtype (bf16 in training; float64 lets tests check the arithmetic exactly).
+        square_first: Grouping of the quintic term: True computes ``c * (A @ A)`` (the leaderboard top's Polar
+            Express code, 0423-PolarNS), False ``(c * A) @ A`` (the seed's ``c * A @ A``, Python's left-to-right
+            reading). The two differ only by rounding: nothing in fp64, a few % per call in bf16. None (default)
+            groups each coefficient set as its source does: one triple as the seed, per-iteration triples as the
+            top (docs/top-stack.md §4.2).
 
     Returns:
         A tensor of ``dtype`` with the shape of ``g``.
@@ -123,6 +134,8 @@ def zeropower_newton_schulz(
     if g.ndim != 2:
         raise ValueError(f"Newton-Schulz needs a 2-D matrix, got shape {tuple(g.shape)}")
     schedule = ns_schedule(coefficients, steps)
+    if square_first is None:
+        square_first = per_iteration(coefficients)
     x = g.to(dtype)
     x = x / (x.norm() + eps)
     tall = x.size(0) > x.size(1)
@@ -130,7 +143,8 @@ def zeropower_newton_schulz(
         x = x.T
     for a, b, c in schedule:
         gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        quintic = c * (gram @ gram) if square_first else (c * gram) @ gram
+        x = a * x + (b * gram + quintic) @ x
     return x.T if tall else x
 
 

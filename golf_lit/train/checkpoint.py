@@ -6,6 +6,7 @@ checkpoint cannot run code when it is opened. See docs/safety.md for exactly wha
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from typing_extensions import override
 
 from golf_lit.io import atomic_write
+from golf_lit.model.config import ModelConfig
 
 if TYPE_CHECKING:
     from golf_lit.model.gpt import GPT
@@ -136,12 +138,61 @@ def copy_weights_into(model: torch.nn.Module, averaged: dict[str, torch.Tensor])
         ValueError: The names differ from the model's parameters.
     """
     params = dict(model.named_parameters())
-    if set(params) != set(averaged):
-        missing, extra = sorted(set(params) - set(averaged)), sorted(set(averaged) - set(params))
+    if not isinstance(averaged, dict) or set(params) != set(averaged):
+        found = set(averaged) if isinstance(averaged, dict) else set()
+        missing, extra = sorted(set(params) - found), sorted(map(str, found - set(params)))
         raise ValueError(f"EMA weights do not match the model: missing {missing[:3]}, unexpected {extra[:3]}")
+    for k, p in params.items():
+        t = averaged[k]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(p.shape) or not t.is_floating_point():
+            what = f"a {type(t).__name__}" if not isinstance(t, torch.Tensor) else f"{t.dtype} {tuple(t.shape)}"
+            raise ValueError(f"EMA weight {k!r} is {what}, the model expects a float tensor of shape {tuple(p.shape)}")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"EMA weight {k!r} holds NaN or infinite values")
     with torch.no_grad():
         for k, p in params.items():
             p.copy_(averaged[k].to(device=p.device, dtype=p.dtype))
+
+
+def check_checkpoint_model(path: Path, hp: dict[str, Any], weights: dict[Any, Any]) -> None:
+    """Before a checkpoint's model is built: its hyperparameters describe a model of bounded size, and its
+    ``gpt.*`` weights are finite tensors with exactly that model's names and shapes (checked on the meta device).
+
+    Raises:
+        ValueError: Naming the file and the field or tensor.
+    """
+    from golf_lit.model.size import check_model_size
+
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    flat = hp
+    if isinstance(hp.get("model"), dict):  # the pre-flat layout
+        flat = {**hp["model"], **{k: v for k, v in hp.items() if k != "model"}}
+    try:
+        cfg = ModelConfig(**{k: v for k, v in flat.items() if k in fields})
+    except (TypeError, ValueError, OverflowError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: hyper_parameters are not a valid model config: {first}") from None
+    template = check_model_size(cfg, f"{path}: hyper_parameters")
+    for prefix in ("gpt.", "_forward."):  # GolfLM registers the GPT twice (``_forward`` is the compiled alias)
+        part = {k[len(prefix) :]: v for k, v in weights.items() if isinstance(k, str) and k.startswith(prefix)}
+        if prefix != "gpt." and not part:
+            continue
+        for name, like in template.items():
+            t = part.get(name)
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"{path}: state_dict entry '{prefix}{name}' is missing or not a tensor")
+            if tuple(t.shape) != tuple(like.shape) or not t.is_floating_point():
+                raise ValueError(
+                    f"{path}: state_dict entry '{prefix}{name}' is a {str(t.dtype).removeprefix('torch.')} tensor "
+                    f"of shape {tuple(t.shape)}, the hyper_parameters' model expects a float tensor of shape "
+                    f"{tuple(like.shape)}"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{path}: state_dict entry '{prefix}{name}' holds NaN or infinite values")
+        extra = sorted(set(part) - set(template))
+        if extra:
+            raise ValueError(f"{path}: unexpected state_dict entry '{prefix}{extra[0]}' (the model has no such "
+                             "parameter)")  # fmt: skip
 
 
 def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[GPT, dict[str, Any]]:
@@ -163,12 +214,15 @@ def load_checkpoint_model(ckpt_path: str | Path, use_ema: bool = True) -> tuple[
     ckpt = load_checkpoint(path)
     hp = ckpt.get("hyper_parameters")
     weights = ckpt.get("state_dict")
-    if not isinstance(hp, dict) or not isinstance(weights, dict) or not any(k.startswith("gpt.") for k in weights):
+    if not isinstance(hp, dict) or not isinstance(weights, dict) or not any(
+        isinstance(k, str) and k.startswith("gpt.") for k in weights
+    ):
         raise ValueError(f"{path}: not a golf-lit checkpoint (no GolfLM hyper_parameters / gpt.* weights)")
+    check_checkpoint_model(path, hp, weights)
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             module = GolfLM.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except (TypeError, KeyError, RuntimeError) as exc:
+    except (TypeError, KeyError, RuntimeError, ValueError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path}: not a golf-lit checkpoint this version can rebuild ({first})") from None
     model = module.gpt
