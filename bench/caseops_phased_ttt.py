@@ -7,7 +7,8 @@ Both data variants are built from the same text (val: tests/data/fineweb_val_doc
 documents; train: --train-docs): plain sp1024 (the bundled tokenizer, LUT bytes) and CaseOps (a CaseOps BPE of
 the same vocabulary trained here on the train docs, sidecar bytes). For each, a tiny GPT is trained for --steps
 plain AdamW steps (a smoke model, not the record recipe), then scored by: sliding windows, today's legal
-score-first TTT (golf_lit.eval.ttt), and phased TTT with 1 and 3 global phases (golf_lit.eval.phased_ttt).
+score-first TTT (golf_lit.eval.strategies.ttt), and phased TTT with 1 and 3 global phases
+(golf_lit.eval.strategies.phased_ttt).
 
 Projection: phased TTT's cost is dominated by the chunk forwards/backwards over a window of <= eval_seq_len
 tokens. The bench counts the token positions the model processes per scored token for each strategy on this
@@ -26,16 +27,18 @@ import time
 from pathlib import Path
 
 import torch
-from golf_lit.eval.sliding import SlidingConfig, score_sliding
-from golf_lit.eval.ttt import TTTConfig, score_ttt
 
-from golf_lit.data.byte_source import load_byte_source, target_bytes
+from golf_lit.data.byte_source import load_byte_source
 from golf_lit.data.encode import tokenize_documents
 from golf_lit.data.paths import SAMPLE_TOKENIZER, resolve
 from golf_lit.data.shards import TokenStream, load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
-from golf_lit.eval.phased_ttt import PhasedTTTConfig, score_phased_ttt, split_documents
+from golf_lit.eval.strategies import EvalContext
+from golf_lit.eval.strategies.phased_ttt import PhasedTTT, PhasedTTTConfig
+from golf_lit.eval.strategies.phased_ttt_engine import split_documents
+from golf_lit.eval.strategies.sliding import Sliding, SlidingConfig
+from golf_lit.eval.strategies.ttt import TestTimeTraining, TTTConfig
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 
@@ -114,18 +117,17 @@ def main() -> None:
             print(f"{name}: smoke model trained in {train_s:.0f} s", flush=True)
             tokens = load_validation_tokens(f"{data}/fineweb_val_*.bin", 1)  # whole val stream
             src = load_byte_source(f"{data}/fineweb_val_*.bin", load_tokenizer(tok), vocab, tokens.numel())
-            nbytes = target_bytes(src, tokens)
+            ctx = EvalContext(model, tokens, src)
             n = tokens.numel() - 1
             starts, lengths = split_documents(tokens, 1)
             results = {}
             with torch.no_grad():
-                results["sliding"] = timed(lambda: score_sliding(model, tokens, src, sliding)["model"])
-            results["legal_ttt"] = timed(lambda: score_ttt(model, tokens, src, ttt, sliding=sliding)["model"])
+                results["sliding"] = timed(lambda: Sliding(sliding).score(ctx)["model"])
+            results["legal_ttt"] = timed(lambda: TestTimeTraining(ttt, sliding).score(ctx)["model"])
             for k, pc in phased.items():
-                timings = []
-                results[f"phased_ttt_{k}"] = timed(lambda pc=pc, t=timings: score_phased_ttt(
-                    model, tokens, nbytes, pc, timings=t)["model"])
-                results[f"phased_ttt_{k}"] += (timings,)
+                strategy = PhasedTTT(pc)
+                results[f"phased_ttt_{k}"] = timed(lambda s=strategy: s.score(ctx)["model"])
+                results[f"phased_ttt_{k}"] += (strategy.timings,)
             # positions processed per scored token (forward), from the schedules
             win = sum(min(L, c * 48 + 48) for ln in lengths.tolist() for c in range(-(-ln // 48)))
             for key, val in results.items():

@@ -32,8 +32,9 @@ from golf_lit.data.shards import find_shards, load_shard, load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig
 from golf_lit.eval.scorer import Scorer
-from golf_lit.eval.strategies.roundtrip import score_roundtrip
-from golf_lit.eval.strategies.sliding import SlidingConfig, Windows, score_sliding, score_windows, sliding_windows
+from golf_lit.eval.strategies import EvalContext
+from golf_lit.eval.strategies.roundtrip import Roundtrip
+from golf_lit.eval.strategies.sliding import Sliding, SlidingConfig, Windows, score_windows, sliding_windows
 from golf_lit.eval.strategies.ttt import TestTimeTrainer, TTTConfig
 from golf_lit.io import atomic_write_json
 from golf_lit.model.config import ModelConfig
@@ -100,7 +101,8 @@ def main() -> None:
     dtype = torch.bfloat16 if args.precision == "bf16" else None
 
     def roundtrip():
-        score_roundtrip(fwd, rt_tokens, luts, sl.seq_len, batch, device, autocast_dtype=dtype)
+        Roundtrip(sl.seq_len, batch).score(EvalContext(model, rt_tokens, luts, forward=fwd, device=device,
+                                                      autocast_dtype=dtype))
 
     roundtrip()  # warm-up (and compilation) with the timed shapes
     sec = timed(roundtrip, device)
@@ -118,7 +120,8 @@ def main() -> None:
         score_windows(fwd, scorer.tokens, later, scorer, sl.seq_len, sl.batch_seqs, autocast)
 
     for _ in range(2):  # the second pass is timed: warm-up and compilation of every batch shape first
-        sec = timed(lambda: score_sliding(fwd, sl_tokens, luts, sl, device=device, autocast=autocast), device)
+        ctx = EvalContext(model, sl_tokens, luts, forward=fwd, device=device, autocast=autocast)
+        sec = timed(lambda: Sliding(sl).score(ctx), device)
         steady_sec = timed(later_windows, device)
     window_s = steady_sec / n_windows
     rows.append({"strategy": "sliding", "tokens": n_sl, "windows": n_windows + 1, "seconds": sec,
@@ -129,9 +132,10 @@ def main() -> None:
     seqs_per_rank = max(1, args.ttt_chunk // sl.seq_len // RANKS)
     tr_tokens = all_tokens[: seqs_per_rank * sl.seq_len + 1]
     compile_model = (lambda m: torch.compile(m, dynamic=False)) if args.compile else None
-    trainer = TestTimeTrainer(model, tr_tokens, Scorer(tr_tokens, luts, device),
+    trainer = TestTimeTrainer(EvalContext(model, tr_tokens, luts, device=device, autocast=autocast,
+                                          compile_fn=compile_model),
                               TTTConfig(chunk_tokens=seqs_per_rank * sl.seq_len, epochs=1, batch_seqs=seqs_per_rank),
-                              sl, autocast=autocast, compile_model=compile_model)
+                              sl)
     trainer.train_chunk(0)  # warm-up
     train_s = timed(lambda: trainer.train_chunk(0), device)
     train_tps = seqs_per_rank * sl.seq_len / train_s
@@ -139,8 +143,8 @@ def main() -> None:
     ttt_tokens = all_tokens[: n_ttt + 1]
     ttt_cfg = TTTConfig(chunk_tokens=sl.seq_len, epochs=args.ttt_epochs, batch_seqs=seqs_per_rank)
     for _ in range(2):  # the second run is timed (the first compiles when --compile)
-        sec = timed(lambda: TestTimeTrainer(model, ttt_tokens, Scorer(ttt_tokens, luts, device), ttt_cfg, sl,
-                                            autocast=autocast, compile_model=compile_model).run(), device)
+        ttt_ctx = EvalContext(model, ttt_tokens, luts, device=device, autocast=autocast, compile_fn=compile_model)
+        sec = timed(lambda: TestTimeTrainer(ttt_ctx, ttt_cfg, sl).run(), device)
     rows.append({"strategy": "ttt", "tokens": n_ttt, "seconds": sec, "tokens_per_s": n_ttt / sec,
                  "train_tokens_per_s": train_tps, "train_micro_batch_seqs": seqs_per_rank, "epochs": args.ttt_epochs})
 

@@ -19,7 +19,8 @@ from golf_lit.data.shards import load_shard, load_validation_tokens, write_shard
 from golf_lit.data.tokenizer import ByteLUTs, build_byte_luts, load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.eval.scorer import Scorer
-from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.eval.strategies import EvalContext
+from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.train.metrics import BitsPerByte
 
 VAL_DOCS = Path(__file__).parent / "data" / "fineweb_val_docs.jsonl"
@@ -98,7 +99,7 @@ def test_standard_eval_scorer_and_metric_divide_by_sidecar_bytes(caseops_data):
     src = load_byte_source(pattern, load_tokenizer(tok), 400, tokens.numel())
     n = tokens.numel() - 1
     expected_bytes = int(src.counts[1 : n + 1].sum())
-    sums = score_roundtrip(_Uniform(), tokens, src, seq, batch_seqs=7)
+    sums = Roundtrip(seq, 7).score(EvalContext(_Uniform(), tokens, src))["model"]
     assert sums.byte_count == expected_bytes and sums.token_count == n
     expected_bpb = n * math.log(400) / (math.log(2) * expected_bytes)
     assert sums.val_bpb == pytest.approx(expected_bpb, rel=1e-6)  # fp32 log-softmax

@@ -16,9 +16,9 @@ from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval import invariants, scorer
 from golf_lit.eval.invariants import InvariantError, ScoreRecorder, prefix_violations
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
-from golf_lit.eval.strategies import sliding, ttt
-from golf_lit.eval.strategies.sliding import SlidingConfig, Windows, score_sliding
-from golf_lit.eval.strategies.ttt import TestTimeTrainer, TTTConfig, score_ttt
+from golf_lit.eval.strategies import EvalContext, sliding, ttt
+from golf_lit.eval.strategies.sliding import Sliding, SlidingConfig, Windows
+from golf_lit.eval.strategies.ttt import TestTimeTrainer, TestTimeTraining, TTTConfig
 from golf_lit.model.gpt import GPT
 
 from .conftest import tiny_config
@@ -55,12 +55,12 @@ def setup():
 def run_all(model: nn.Module, tokens: torch.Tensor, luts: ByteLUTs, keep_dists: bool = False) -> ScoreRecorder:
     """TTT + n-gram (variants 'model', 'ng', 'ngfix') and plain sliding + n-gram ('sliding/...')."""
     rec = ScoreRecorder(keep_dists=keep_dists)
-    score_ttt(model, tokens, luts, TTT, sliding=SL, mixers=MIXERS, store=STORE, record=rec)
+    TestTimeTraining(TTT, SL).score(EvalContext(model, tokens, luts, mixers=MIXERS, store=STORE, record=rec))
 
     def sliding_rec(variant, *args):
         rec(f"sliding/{variant}", *args)
 
-    score_sliding(model, tokens, luts, SL, mixers=MIXERS, store=STORE, record=sliding_rec)
+    Sliding(SL).score(EvalContext(model, tokens, luts, mixers=MIXERS, store=STORE, record=sliding_rec))
     return rec
 
 
@@ -187,10 +187,10 @@ def test_invariant2_check_and_guard_catch_broken_variants(setup, monkeypatch, br
     else:
         mixers[0].alpha = 1.0  # bypasses NgramConfig's validation (alpha < 1): p = p_ng has zeros
     with pytest.raises(InvariantError, match="invariant 2"):
-        score_sliding(model, tokens, luts, SL, mixers=mixers, store=STORE)
+        Sliding(SL).score(EvalContext(model, tokens, luts, mixers=mixers, store=STORE))
     disable_guards(monkeypatch)
     rec = ScoreRecorder()
-    score_sliding(model, tokens, luts, SL, mixers=mixers, store=STORE, record=rec)
+    Sliding(SL).score(EvalContext(model, tokens, luts, mixers=mixers, store=STORE, record=rec))
     problems = rec.check_normalized("ng")
     assert problems and rec.check_normalized("model") == []
     assert any(("sums off" if broken.startswith("seed") else "zero/negative") in p for p in problems)
@@ -240,7 +240,7 @@ def test_invariant3_check_and_guard_catch_broken_variants(setup, monkeypatch, br
 
 def test_ttt_refuses_to_train_past_the_scored_positions(setup):
     model, tokens, luts = setup
-    trainer = TestTimeTrainer(model, tokens, scorer.Scorer(tokens, luts), TTT, SL)
+    trainer = TestTimeTrainer(EvalContext(model, tokens, luts), TTT, SL)
     trainer.score_chunk(0)
     trainer.chunk_sequences = lambda c: torch.tensor([[0, TTT.chunk_tokens + SL.seq_len]])  # reaches into chunk 1
     with pytest.raises(InvariantError, match="invariant 3"):

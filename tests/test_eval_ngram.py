@@ -12,7 +12,8 @@ import torch
 from golf_lit.data.tokenizer import ByteLUTs
 from golf_lit.eval.invariants import ScoreRecorder
 from golf_lit.eval.ngram import NgramConfig, NgramStore, NgramStoreConfig, ngram_distributions
-from golf_lit.eval.strategies.sliding import SlidingConfig, score_sliding
+from golf_lit.eval.strategies import EvalContext
+from golf_lit.eval.strategies.sliding import Sliding, SlidingConfig
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.model.gpt import GPT
 
@@ -140,12 +141,13 @@ MIXERS = [NgramConfig(), NgramConfig(name="fixed", alpha_mode="fixed", alpha=0.3
 def test_mixer_is_independent_of_batch_size_and_rank_split(tiny):
     model, tokens, luts = tiny
     store = NgramStoreConfig(update_tokens=32)
-    ref = score_sliding(model, tokens, luts, SlidingConfig(seq_len=32, stride=8, batch_seqs=1), mixers=MIXERS,
-                        store=store)
-    big = score_sliding(model, tokens, luts, SlidingConfig(seq_len=32, stride=8, batch_seqs=32), mixers=MIXERS,
-                        store=store)
-    parts = [score_sliding(model, tokens, luts, SlidingConfig(seq_len=32, stride=8, batch_seqs=3), r, 3,
-                           mixers=MIXERS, store=store) for r in range(3)]
+    def run(batch_seqs, **context):
+        ctx = EvalContext(model, tokens, luts, mixers=MIXERS, store=store, **context)
+        return Sliding(SlidingConfig(seq_len=32, stride=8, batch_seqs=batch_seqs)).score(ctx)
+
+    ref = run(1)
+    big = run(32)
+    parts = [run(3, rank=r, world_size=3) for r in range(3)]
     for name in ("model", "ngram", "fixed"):
         total = sum((p[name] for p in parts), ScoreSums())
         for got in (big[name], total):
@@ -156,8 +158,8 @@ def test_mixer_is_independent_of_batch_size_and_rank_split(tiny):
 def test_mixer_helps_on_repetitive_text_and_counts_only_earlier_blocks(tiny):
     model, tokens, luts = tiny
     rec = ScoreRecorder()
-    sums = score_sliding(model, tokens, luts, SlidingConfig(seq_len=32, stride=8), mixers=MIXERS,
-                         store=NgramStoreConfig(update_tokens=64), record=rec)
+    ctx = EvalContext(model, tokens, luts, mixers=MIXERS, store=NgramStoreConfig(update_tokens=64), record=rec)
+    sums = Sliding(SlidingConfig(seq_len=32, stride=8)).score(ctx)
     assert sums["ngram"].val_bpb < sums["model"].val_bpb - 0.5
     for e in rec.events:
         if e.variant == "ngram":
@@ -172,8 +174,8 @@ def test_without_prefill_each_rank_starts_empty(tiny):
     model, tokens, luts = tiny
     cfg = SlidingConfig(seq_len=32, stride=8)
     rec = ScoreRecorder()
-    score_sliding(model, tokens, luts, cfg, 1, 2, mixers=MIXERS[:1], record=rec,
-                  store=NgramStoreConfig(update_tokens=32, prefill=False))
+    Sliding(cfg).score(EvalContext(model, tokens, luts, rank=1, world_size=2, mixers=MIXERS[:1], record=rec,
+                                   store=NgramStoreConfig(update_tokens=32, prefill=False)))
     first = next(e for e in rec.events if e.variant == "ngram")
     assert first.horizon == 0 and int(first.positions.min()) > 200
     model_first = next(e for e in rec.events if e.variant == "model")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from golf_lit.data.tokenizer import ByteLUTs
-from golf_lit.eval.strategies import sliding
-from golf_lit.eval.strategies.roundtrip import score_roundtrip
-from golf_lit.eval.strategies.sliding import SlidingConfig, rank_positions, score_sliding, sliding_windows
+from golf_lit.eval.strategies import EvalContext, sliding
+from golf_lit.eval.strategies.roundtrip import Roundtrip
+from golf_lit.eval.strategies.sliding import Sliding, SlidingConfig, rank_positions, sliding_windows
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.model.gpt import GPT
 
@@ -35,6 +35,10 @@ def luts():
     g = torch.Generator().manual_seed(2)
     return ByteLUTs(torch.randint(0, 4, (V,), generator=g, dtype=torch.int16), torch.rand(V, generator=g) < 0.4,
                     torch.arange(V) < 2)
+
+
+def sliding_sums(model, tokens, luts, cfg: SlidingConfig, **context) -> ScoreSums:
+    return Sliding(cfg).score(EvalContext(model, tokens, luts, **context))["model"]
 
 
 def stream(n_targets: int, seed: int = 3) -> torch.Tensor:
@@ -83,16 +87,16 @@ def test_config_errors_name_the_key():
 
 def test_stride_equal_to_seq_len_is_the_non_overlapping_eval(model, luts):
     tokens = stream(6 * 16)
-    s = score_sliding(model, tokens, luts, SlidingConfig(seq_len=16, stride=16, batch_seqs=4))["model"]
-    ref = score_roundtrip(model, tokens, luts, seq_len=16, batch_seqs=5)
+    s = Sliding(SlidingConfig(seq_len=16, stride=16, batch_seqs=4)).score(EvalContext(model, tokens, luts))["model"]
+    ref = Roundtrip(seq_len=16, batch_seqs=5).score(EvalContext(model, tokens, luts))["model"]
     assert s.token_count == ref.token_count and s.byte_count == ref.byte_count
     assert _rel(s, ref) <= 1e-12
 
 
 def test_overlap_changes_the_score_and_counts_every_token(model, luts):
     tokens = stream(97)
-    s = score_sliding(model, tokens, luts, SlidingConfig(seq_len=16, stride=4, batch_seqs=8))["model"]
-    flat = score_sliding(model, tokens, luts, SlidingConfig(seq_len=16, stride=16, batch_seqs=8))["model"]
+    s = sliding_sums(model, tokens, luts, SlidingConfig(seq_len=16, stride=4, batch_seqs=8))
+    flat = sliding_sums(model, tokens, luts, SlidingConfig(seq_len=16, stride=16, batch_seqs=8))
     assert s.token_count == flat.token_count == 97 and s.byte_count == flat.byte_count
     assert s.nll_sum != flat.nll_sum
 
@@ -104,12 +108,12 @@ def _rel(a: ScoreSums, b: ScoreSums) -> float:
 def test_batch_size_and_rank_split_do_not_change_the_result(model, luts):
     tokens = stream(301)
     cfg = SlidingConfig(seq_len=32, stride=8, batch_seqs=1)
-    ref = score_sliding(model, tokens, luts, cfg)["model"]
+    ref = sliding_sums(model, tokens, luts, cfg)
     for batch in (32, 5):
-        got = score_sliding(model, tokens, luts, SlidingConfig(seq_len=32, stride=8, batch_seqs=batch))["model"]
+        got = sliding_sums(model, tokens, luts, SlidingConfig(seq_len=32, stride=8, batch_seqs=batch))
         assert _rel(got, ref) <= 1e-9
     for world in (2, 3):
-        parts = [score_sliding(model, tokens, luts, cfg, r, world)["model"] for r in range(world)]
+        parts = [sliding_sums(model, tokens, luts, cfg, rank=r, world_size=world) for r in range(world)]
         total = sum(parts, ScoreSums())
         assert _rel(total, ref) <= 1e-9
         assert [p.token_count for p in parts] == [rank_positions(301, cfg, r, world) for r in range(world)]
@@ -118,13 +122,13 @@ def test_batch_size_and_rank_split_do_not_change_the_result(model, luts):
 def test_padding_never_reaches_a_scored_position(model, luts, monkeypatch):
     tokens = stream(45)  # windows of 32 with stride 8: the last one holds 13 real tokens and 19 pads
     cfg = SlidingConfig(seq_len=32, stride=8, batch_seqs=2)
-    ref = score_sliding(model, tokens, luts, cfg)["model"]
+    ref = sliding_sums(model, tokens, luts, cfg)
     monkeypatch.setattr(sliding, "PAD_ID", 17)
-    assert score_sliding(model, tokens, luts, cfg)["model"] == ref
+    assert sliding_sums(model, tokens, luts, cfg) == ref
 
 
 def test_model_mode_is_restored(model, luts):
     model.train()
-    score_sliding(model, stream(40), luts, SlidingConfig(seq_len=16, stride=8))
+    sliding_sums(model, stream(40), luts, SlidingConfig(seq_len=16, stride=8))
     assert model.training
     model.eval()

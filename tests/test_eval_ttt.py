@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from golf_lit.data.tokenizer import ByteLUTs
-from golf_lit.eval.scorer import Scorer
-from golf_lit.eval.strategies.sliding import SlidingConfig, score_sliding
-from golf_lit.eval.strategies.ttt import TestTimeTrainer, TTTConfig, score_ttt
+from golf_lit.eval.strategies import EvalContext
+from golf_lit.eval.strategies.sliding import Sliding, SlidingConfig
+from golf_lit.eval.strategies.ttt import TestTimeTrainer, TestTimeTraining, TTTConfig
 from golf_lit.model.gpt import GPT
 
 from .conftest import tiny_config
@@ -38,7 +38,7 @@ def setup():
 def test_chunk_plan_and_training_sequences(setup):
     model, tokens, luts = setup
     cfg = TTTConfig(chunk_tokens=70, batch_seqs=2)
-    trainer = TestTimeTrainer(model, tokens, Scorer(tokens, luts), cfg, SL)
+    trainer = TestTimeTrainer(EvalContext(model, tokens, luts), cfg, SL)
     assert trainer.num_chunks == math.ceil(300 / 70)
     bounds = trainer.chunk_bounds
     assert bounds[0] == 0 and bounds[-1] == len(trainer.windows) and bounds == sorted(bounds)
@@ -62,8 +62,8 @@ def test_lr_schedule():
 @pytest.mark.parametrize("cfg", [TTTConfig(chunk_tokens=64, epochs=0), TTTConfig(chunk_tokens=64, lr=0.0)])
 def test_no_adaptation_equals_sliding(setup, cfg):
     model, tokens, luts = setup
-    got = score_ttt(model, tokens, luts, cfg, sliding=SL)["model"]
-    ref = score_sliding(model, tokens, luts, SL)["model"]
+    got = TestTimeTraining(cfg, SL).score(EvalContext(model, tokens, luts))["model"]
+    ref = Sliding(SL).score(EvalContext(model, tokens, luts))["model"]
     assert got.token_count == ref.token_count == 300 and got.byte_count == ref.byte_count
     assert got.nll_sum == pytest.approx(ref.nll_sum, rel=1e-12)
 
@@ -73,8 +73,8 @@ def test_adaptation_helps_on_repetitive_text_and_leaves_the_artifact_model_alone
     model, tokens, luts = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = TTTConfig(chunk_tokens=64, epochs=2, optimizer=optimizer, lr=lr, cosine=False)
-    got = score_ttt(model, tokens, luts, cfg, sliding=SL)["model"]
-    ref = score_sliding(model, tokens, luts, SL)["model"]
+    got = TestTimeTraining(cfg, SL).score(EvalContext(model, tokens, luts))["model"]
+    ref = Sliding(SL).score(EvalContext(model, tokens, luts))["model"]
     assert got.val_loss < ref.val_loss - 0.05
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -83,13 +83,13 @@ def test_adaptation_helps_on_repetitive_text_and_leaves_the_artifact_model_alone
 def test_frozen_blocks_do_not_move(setup):
     model, tokens, luts = setup
     cfg = TTTConfig(chunk_tokens=64, freeze_blocks=1, lr=0.1)
-    trainer = TestTimeTrainer(model, tokens, Scorer(tokens, luts), cfg, SL)
+    trainer = TestTimeTrainer(EvalContext(model, tokens, luts), cfg, SL)
     trainer.run()
     assert trainer.horizon == 256
     for (name, p), (_, q) in zip(trainer.model.named_parameters(), model.named_parameters()):
         assert torch.equal(p, q) == name.startswith("blocks.0."), name
     with pytest.raises(ValueError, match="ttt.freeze_blocks"):
-        TestTimeTrainer(model, tokens, Scorer(tokens, luts), TTTConfig(freeze_blocks=3), SL)
+        TestTimeTrainer(EvalContext(model, tokens, luts), TTTConfig(freeze_blocks=3), SL)
 
 
 def test_gradients_are_summed_across_ranks_through_the_callable(setup):
@@ -100,8 +100,8 @@ def test_gradients_are_summed_across_ranks_through_the_callable(setup):
         calls.append(t.numel())
         return 2 * t
 
-    trainer = TestTimeTrainer(model, tokens, Scorer(tokens, luts), TTTConfig(chunk_tokens=128, epochs=1), SL,
-                              rank=0, world_size=2, all_reduce=fake_all_reduce)
+    ctx = EvalContext(model, tokens, luts, rank=0, world_size=2, all_reduce=fake_all_reduce)
+    trainer = TestTimeTrainer(ctx, TTTConfig(chunk_tokens=128, epochs=1), SL)
     trainer.run()
     n_params = sum(p.numel() for p in trainer.params)
     assert calls and all(c == n_params for c in calls)

@@ -17,7 +17,8 @@ from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.eval.cli import main, parse_config
 from golf_lit.eval.config import EvalConfig
 from golf_lit.eval.loading import find_model_config, load_model, provenance
-from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.eval.strategies import EvalContext
+from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 
@@ -123,7 +124,7 @@ def test_eval_on_the_bundled_sample_writes_the_report_and_record_lines(artifact,
     # The roundtrip number is the non-overlapping eval of the dequantized model.
     tokens = load_validation_tokens(resolve(SAMPLE_VAL_FILES), 128)[:1201]
     luts = build_byte_luts(load_tokenizer(resolve(SAMPLE_TOKENIZER)), 1024)
-    ref = score_roundtrip(load_model(artifact, MODEL), tokens, luts, 128)
+    ref = Roundtrip(128).score(EvalContext(load_model(artifact, MODEL), tokens, luts))["model"]
     assert by["final_int6_roundtrip"]["val_bpb"] == pytest.approx(ref.val_bpb, rel=1e-12)
 
 
@@ -163,8 +164,8 @@ def test_two_gloo_ranks_match_one_rank(artifact, tmp_path):
 
 
 def test_phased_ttt_strategy_through_the_evaluator_equals_the_module(artifact, tmp_path):
-    """``--strategy phased_ttt`` scores every target once and reports what ``score_phased_ttt`` computes."""
-    from golf_lit.eval.phased_ttt import PhasedTTTConfig, score_phased_ttt
+    """``--strategy phased_ttt`` scores every target once and reports what the strategy object computes."""
+    from golf_lit.eval.strategies.phased_ttt import PhasedTTT, PhasedTTTConfig
 
     report = tmp_path / "eval.json"
     flags = ["--phased_ttt.prefix_docs", "2", "--phased_ttt.num_phases", "1", "--phased_ttt.lora_rank", "4",
@@ -178,9 +179,7 @@ def test_phased_ttt_strategy_through_the_evaluator_equals_the_module(artifact, t
     assert set(r["settings"]["phase_seconds"]) >= {"score_1"}
     tokens = load_validation_tokens(resolve(SAMPLE_VAL_FILES), 128)[:1201]
     luts = build_byte_luts(load_tokenizer(resolve(SAMPLE_TOKENIZER)), 1024)
-    from golf_lit.data.byte_source import target_bytes
-
     cfg = PhasedTTTConfig(prefix_docs=2, num_phases=1, lora_rank=4, chunk_size=32, eval_seq_len=128, batch_size=2,
                           global_chunk_tokens=256, global_seq_len=128)
-    ref = score_phased_ttt(load_model(artifact, MODEL), tokens, target_bytes(luts, tokens), cfg)["model"]
+    ref = PhasedTTT(cfg).score(EvalContext(load_model(artifact, MODEL), tokens, luts))["model"]
     assert r["val_bpb"] == pytest.approx(ref.val_bpb, rel=1e-9) and r["bytes"] == ref.byte_count

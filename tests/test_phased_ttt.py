@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from golf_lit.eval import phased_ttt
-from golf_lit.eval.invariants import InvariantError, ScoreRecorder
-from golf_lit.eval.phased_ttt import (
-    Collectives,
-    LoRAHooks,
-    PhasedTTT,
-    PhasedTTTConfig,
-    PhaseTrace,
-    score_phased_ttt,
-    split_documents,
-)
+from golf_lit.data.byte_source import SidecarBytes
+from golf_lit.eval import invariants
+from golf_lit.eval.invariants import InvariantError, PhaseTrace, ScoreRecorder
+from golf_lit.eval.strategies import EvalContext
+from golf_lit.eval.strategies.lora import LoRAHooks
+from golf_lit.eval.strategies.phased_ttt import PhasedTTT, PhasedTTTConfig
+from golf_lit.eval.strategies.phased_ttt_engine import PhasedRun, split_documents
 from golf_lit.model.gpt import GPT
 
 from .conftest import tiny_config
@@ -54,10 +51,21 @@ def setup():
     return make_model(), tokens, nbytes
 
 
+def byte_source(nbytes: torch.Tensor) -> SidecarBytes:
+    """Per-target byte counts as a byte source (a sidecar charges stream token j + 1 to target j)."""
+    return SidecarBytes(torch.cat([torch.zeros(1), nbytes]).to(torch.int32))
+
+
+def phased(model, tokens, nbytes, cfg=CFG, **context):
+    """This rank's ``"model"`` sums of ``--strategy phased_ttt`` (and the strategy, for its timings)."""
+    strategy = PhasedTTT(cfg)
+    return strategy.score(EvalContext(model, tokens, byte_source(nbytes), **context))["model"], strategy
+
+
 def run(model, tokens, nbytes, cfg=CFG, **kw):
     trace, rec = PhaseTrace(), ScoreRecorder()
-    sums = score_phased_ttt(model, tokens, nbytes, cfg, record=rec, trace=trace, **kw)["model"]
-    return sums, trace, rec
+    sums, strategy = phased(model, tokens, nbytes, cfg, record=rec, trace=trace, **kw)
+    return sums, trace, rec, strategy
 
 
 def check(trace, tokens, cfg=CFG):
@@ -81,7 +89,7 @@ def test_zero_adapters_give_the_models_logits(variant):
     model = make_model(**MODEL_VARIANTS[variant])
     x = torch.randint(0, V, (3, 20), generator=torch.Generator().manual_seed(1))
     ref = model(x)
-    hooks = LoRAHooks(model, CFG, batch=3)
+    hooks = LoRAHooks(model, CFG.lora_rank, CFG.lora_alpha, CFG.lora_targets, batch=3)
     hooks.reset(0, 0, keep_a=False)
     assert set(k.split("_")[-1] for k in hooks.adapters) >= {"q", "k", "v", "attn", "mlp", "head"}
     with torch.no_grad():
@@ -94,6 +102,72 @@ def test_zero_adapters_give_the_models_logits(variant):
             lora.B.zero_()
     hooks.remove()
     assert torch.equal(model(x), ref)
+
+
+# --- every model the options can build: the record model, the top model, each top option alone -------------------
+
+TOP_OPTIONS = {  # each leaderboard-top option on the 4-layer tiny model (tests/test_top_model.py's ALL_TOP)
+    "looping": dict(num_loops=2, loop_start=1, loop_end=2),
+    "skip_gates": dict(skip_gates_enabled=True),
+    "parallel_residuals": dict(parallel_start_layer=3),
+    "sparse_attn_gate": dict(attn_gate_variant="sparse", sparse_attn_gate_scale=0.5),
+    "gated_bos_smear": dict(smear_gate_variant="gated_bos", gate_window=6),
+    "no_yarn": dict(rope_yarn=False),
+    "fused_ce": dict(fused_ce_enabled=True),
+}
+MATRIX = {
+    "record": {},
+    "top": {"xsa_last_n": 4, **{k: v for opts in TOP_OPTIONS.values() for k, v in opts.items()}},
+    **{name: opts for name, opts in TOP_OPTIONS.items()},
+}
+
+
+def matrix_model(name: str) -> GPT:
+    return make_model(num_layers=4, **MATRIX[name])
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_head_adapter_reads_the_final_hidden_state_before_the_softcap(name):
+    """The head LoRA's term is ``lora(GPT.hidden(x))`` (the lane mean with parallel residuals) added to the raw
+    logits before the softcap, on every model (the record's head LoRA, docs/top-stack.md §6.2)."""
+    model = matrix_model(name)
+    x = torch.randint(0, V, (2, 24), generator=torch.Generator().manual_seed(1))
+    hooks = LoRAHooks(model, 4, 8.0, ("head",), batch=2)
+    hooks.reset(0, 0, keep_a=False)
+    head = hooks.adapters["head"]
+    with torch.no_grad():
+        head.B.normal_()
+        hidden = model.hidden(x)
+        weight = model.tok_emb.weight if model.lm_head is None else model.lm_head.weight
+        raw = torch.nn.functional.linear(hidden, weight)
+        cap = model.cfg.logit_softcap
+        expected = cap * torch.tanh((raw + head(hidden)) / cap)
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    hooks.remove()
+
+
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_phased_ttt_runs_on_every_model_and_at_zero_adapters_scores_the_plain_forward(name):
+    """Phased TTT (LoRA on every target, head included) runs on each model; with nothing learned (lr 0: B stays 0,
+    no phase moves the base) every position's NLL is the plain forward's over its document."""
+    model = matrix_model(name)
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(2, V, (200,), generator=g)
+    tokens[[0, 70, 71, 130]] = 1
+    cfg = PhasedTTTConfig(prefix_docs=2, num_phases=1, lora_rank=4, lora_alpha=8.0, chunk_size=16, eval_seq_len=128,
+                          batch_size=2, global_chunk_tokens=32, global_seq_len=32, lora_lr=0.0, weight_decay=0.0,
+                          global_lr=0.0)
+    rec = ScoreRecorder()
+    sums, _ = phased(model, tokens, torch.ones(199), cfg, record=rec)
+    assert sums.token_count == 199 and rec.check_once("model", 199) == []
+    got = dict(zip(rec.positions("model").tolist(), np.concatenate([e.probs for e in rec.events]).tolist()))
+    starts, lengths = split_documents(tokens, 1)
+    with torch.no_grad():
+        for a, n in zip(starts.tolist(), lengths.tolist()):
+            logp = torch.log_softmax(model(tokens[None, a : a + n])[0].double(), dim=-1)
+            ref = -logp.gather(1, tokens[a + 1 : a + n + 1, None])[:, 0]
+            nll = -torch.log(torch.tensor([got[j] for j in range(a, a + n)], dtype=torch.float64))
+            torch.testing.assert_close(nll, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_split_documents_hand_worked():
@@ -119,8 +193,8 @@ def test_config_boundaries_and_validation():
 def test_honest_run_scores_every_position_once_before_any_update(setup):
     model, tokens, nbytes = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    timings = []
-    sums, trace, rec = run(model, tokens, nbytes, timings=timings)
+    sums, trace, rec, strategy = run(model, tokens, nbytes)
+    timings = strategy.timings
     assert check(trace, tokens) == []
     assert rec.check_once("model", 599) == [] and rec.check_normalized("model") == []
     assert sums.token_count == 599 and sums.byte_count == float(nbytes.sum())
@@ -147,9 +221,9 @@ def test_adaptation_changes_scores_and_helps_on_repetitive_text():
     cfg = PhasedTTTConfig(prefix_docs=2, num_phases=1, lora_rank=4, lora_alpha=8.0, chunk_size=16,
                           eval_seq_len=64, batch_size=2, global_chunk_tokens=64, global_seq_len=64, lora_lr=3e-2,
                           global_lr=3e-2)
-    adapted = score_phased_ttt(model, tokens, nbytes, cfg)["model"]
-    frozen = score_phased_ttt(model, tokens, nbytes, PhasedTTTConfig(
-        **{**cfg.__dict__, "lora_lr": 0.0, "weight_decay": 0.0, "global_lr": 0.0}))["model"]
+    adapted, _ = phased(model, tokens, nbytes, cfg)
+    frozen, _ = phased(model, tokens, nbytes, PhasedTTTConfig(
+        **{**cfg.__dict__, "lora_lr": 0.0, "weight_decay": 0.0, "global_lr": 0.0}))
     assert adapted.nll_sum < frozen.nll_sum
 
 
@@ -158,7 +232,7 @@ def test_adaptation_changes_scores_and_helps_on_repetitive_text():
 
 def disable_guards(monkeypatch):
     for name in ("require_unscored", "require_all_scored", "require_not_last_chunk"):
-        monkeypatch.setattr(phased_ttt, name, lambda *a, **k: None)
+        monkeypatch.setattr(invariants, name, lambda *a, **k: None)
 
 
 def train_then_score(self, batch, opt):
@@ -192,11 +266,11 @@ BROKEN = {
 def test_broken_variants_are_caught(setup, monkeypatch, broken):
     model, tokens, nbytes = setup
     attr, fn, guard_msg, check_msg = BROKEN[broken]
-    monkeypatch.setattr(PhasedTTT, attr, fn)
+    monkeypatch.setattr(PhasedRun, attr, fn)
     with pytest.raises(InvariantError, match=guard_msg):
         run(model, tokens, nbytes)
     disable_guards(monkeypatch)
-    _, trace, _ = run(model, tokens, nbytes)
+    _, trace, _, _ = run(model, tokens, nbytes)
     problems = check(trace, tokens)
     assert any(check_msg in p for p in problems), problems
 
@@ -230,8 +304,8 @@ def test_global_phase_uses_cu_seqlens_when_the_model_takes_it(setup):
     _, tokens, nbytes = setup
     model = make_model(**DOC_LOCAL)
     packed = PackedModel(model)
-    a = score_phased_ttt(model, tokens, nbytes, CFG)["model"]
-    runner = PhasedTTT(packed, tokens, nbytes, CFG)
+    a, _ = phased(model, tokens, nbytes)
+    runner = PhasedRun(CFG, EvalContext(packed, tokens, byte_source(nbytes)))
     b = runner.run()["model"]
     assert runner.accepts_cu_seqlens and runner.model.calls > 2  # the packed path really ran
     assert a.token_count == b.token_count
@@ -250,8 +324,13 @@ def _rank_main(rank: int, world: int, init: str, q) -> None:
         tokens[BOS_AT] = 1
         nbytes = torch.randint(0, 4, (599,), generator=g).double()
         cfg = PhasedTTTConfig(**{**CFG.__dict__, "warm_start_a": False})
-        coll = Collectives.from_torch_distributed()
-        sums = score_phased_ttt(make_model(**DOC_LOCAL), tokens, nbytes, cfg, coll)["model"]
+        def all_reduce(t):
+            t = t.clone()
+            dist.all_reduce(t)
+            return t
+
+        sums, _ = phased(make_model(**DOC_LOCAL), tokens, nbytes, cfg, rank=rank, world_size=world,
+                         all_reduce=all_reduce)
         t = torch.tensor([sums.nll_sum, sums.token_count, sums.byte_count], dtype=torch.float64)
         dist.all_reduce(t)
         if rank == 0:
@@ -264,7 +343,7 @@ def _rank_main(rank: int, world: int, init: str, q) -> None:
 def test_one_and_two_ranks_give_the_same_bpb(setup, tmp_path):
     _, tokens, nbytes = setup
     cfg = PhasedTTTConfig(**{**CFG.__dict__, "warm_start_a": False})
-    one = score_phased_ttt(make_model(**DOC_LOCAL), tokens, nbytes, cfg)["model"]
+    one, _ = phased(make_model(**DOC_LOCAL), tokens, nbytes, cfg)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     mp.start_processes(_rank_main, args=(2, f"file://{tmp_path / 'pg'}", q), nprocs=2, join=True,
@@ -273,3 +352,73 @@ def test_one_and_two_ranks_give_the_same_bpb(setup, tmp_path):
     assert count == one.token_count and nb == one.byte_count
     # Only the global SGD's gradient sum is reassociated across ranks (fp32, ~1e-7 relative per step).
     assert nll / (math.log(2) * nb) == pytest.approx(one.val_bpb, rel=1e-5)
+
+
+# --- compiled phased TTT: the warm-up compiles exactly what the run calls, on random tokens --------------------
+
+
+def test_compile_warmup_calls_the_same_compiled_forward_on_random_tokens(tmp_path, monkeypatch):
+    """``--phased_ttt.compile true``: one compiled forward, called by the evaluator's warm-up on random tokens and
+    then by the timed run. (torch.compile itself is replaced by a recording wrapper: inductor on this CPU takes
+    minutes; measured on the CPU, compiled and eager phased TTT agree to 5e-9 relative, docs/evaluation.md.)"""
+    from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+    from golf_lit.data.shards import load_validation_tokens
+    from golf_lit.eval.cli import parse_config
+    from golf_lit.eval.evaluator import Evaluator, RankEvaluation
+    from golf_lit.eval.strategies import phased_ttt_engine
+    from golf_lit.model.config import ModelConfig
+
+    from .conftest import write_artifact
+
+    calls: list[tuple[str, int, torch.Tensor]] = []
+    compiled: list[nn.Module] = []
+    phase = ["setup"]
+
+    class Recording(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            calls.append((phase[0], id(self), x.detach().clone()))
+            return self.model(x)
+
+    def fake_compile(model):
+        compiled.append(Recording(model))
+        return compiled[-1]
+
+    def warmup(self, ctx):
+        phase[0] = "warmup"
+        real_warmup(self, ctx)
+        phase[0] = "run"
+
+    real_warmup = RankEvaluation.warmup
+    monkeypatch.setattr(phased_ttt_engine, "compile_forward", fake_compile)
+    monkeypatch.setattr(RankEvaluation, "warmup", warmup)
+    cfg = ModelConfig(num_layers=1, model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, xsa_last_n=1,
+                      bigram_vocab_size=0)
+    artifact = write_artifact(tmp_path / "a", cfg)
+    flags = ["--phased_ttt.prefix_docs", "2", "--phased_ttt.num_phases", "1", "--phased_ttt.lora_rank", "4",
+             "--phased_ttt.chunk_size", "16", "--phased_ttt.eval_seq_len", "64", "--phased_ttt.batch_size", "2",
+             "--phased_ttt.global_chunk_tokens", "128", "--phased_ttt.global_seq_len", "64"]
+    argv = ["--artifact", str(artifact), "--val_files", SAMPLE_VAL_FILES, "--tokenizer", SAMPLE_TOKENIZER,
+            "--accelerator", "cpu", "--progress", "false", "--sliding.seq_len", "64", "--max_tokens", "400",
+            "--strategy", "phased_ttt", *flags]
+    eager = Evaluator(parse_config(argv)).run()["results"][0]
+    assert not compiled and not calls  # without the option nothing is compiled or warmed up
+    out = Evaluator(parse_config([*argv, "--phased_ttt.compile", "true"])).run()
+    assert len(compiled) == 1 and {i for _, i, _ in calls} == {id(compiled[0])}  # one function, used throughout
+    assert [p for p in ("warmup", "run") if any(c[0] == p for c in calls)] == ["warmup", "run"]
+    assert out["timings"]["phases"]["warmup"] > 0
+    assert out["results"][0]["val_bpb"] == eager["val_bpb"]  # the warm-up left no trace in the scored run
+
+    def grams(x: torch.Tensor) -> set[tuple[int, ...]]:
+        return {g for row in x.tolist() for g in zip(row, row[1:], row[2:], row[3:]) if 0 not in g}
+
+    val = grams(load_validation_tokens(resolve(SAMPLE_VAL_FILES), 64)[:401][None])
+    for kind, share in (("warmup", lambda s: s < 0.02), ("run", lambda s: s > 0.98)):
+        seen = set().union(*(grams(x) for p, _, x in calls if p == kind))
+        assert share(len(seen & val) / len(seen)), kind  # warm-up windows are random tokens, never validation text
+    warm_rows = {x.size(0) for p, _, x in calls if p == "warmup"}
+    assert 1 in warm_rows and max(warm_rows) == 2  # a batch shrinking to one document, and a full batch
+    assert max(x.size(1) for p, _, x in calls if p == "warmup") == 64  # full-width windows

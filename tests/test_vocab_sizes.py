@@ -19,7 +19,8 @@ from golf_lit.data.shards import load_shard, load_validation_tokens
 from golf_lit.data.tokenizer import build_byte_luts, load_tokenizer
 from golf_lit.data.train_tokenizer import train_tokenizer
 from golf_lit.data.vocab import require_vocab_match
-from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.eval.strategies import EvalContext
+from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 from tests.conftest import TRAIN_DOCS, VAL_DOCS
@@ -82,7 +83,7 @@ def test_vocab_size_end_to_end(corpus, vocab_size):
     model = GPT(cfg)
     val = load_validation_tokens(str(out / "fineweb_val_*.bin"), 64)
     assert int(model.bigram.buckets(val[None, :-1]).max()) < vocab_size
-    sums = score_roundtrip(model, val, luts, seq_len=64, batch_seqs=8)
+    sums = Roundtrip(64, 8).score(EvalContext(model, val, luts))["model"]
     assert sums.val_loss == pytest.approx(np.log(vocab_size), rel=0.05)  # untrained: near uniform
     assert sums.byte_count == int(luts.token_bytes(val[:-1], val[1:]).sum())
 
@@ -91,5 +92,5 @@ def test_vocab_size_end_to_end(corpus, vocab_size):
     assert formats["tok_emb.weight"] == ("int8" if vocab_size * 32 > 65_536 else "fp16")
     fresh = GPT(cfg)
     fresh.load_state_dict(load_artifact_state_dict(tmp / f"a{vocab_size}.ptz", fresh.state_dict()), strict=True)
-    again = score_roundtrip(fresh, val, luts, seq_len=64, batch_seqs=8)
+    again = Roundtrip(64, 8).score(EvalContext(fresh, val, luts))["model"]
     assert again.val_bpb == pytest.approx(sums.val_bpb, rel=0.02)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES
 from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
-from golf_lit.eval.phased_ttt import PhasedTTTConfig
 from golf_lit.eval.strategies import REGISTRY
+from golf_lit.eval.strategies.phased_ttt import PhasedTTTConfig
 from golf_lit.eval.strategies.sliding import SlidingConfig
 from golf_lit.eval.strategies.ttt import TTTConfig
 from golf_lit.model.config import ModelConfig

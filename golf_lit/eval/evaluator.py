@@ -169,20 +169,22 @@ class RankEvaluation:
         return self.fabric.all_reduce(t, reduce_op="sum")
 
     def warmup(self, ctx: EvalContext) -> None:
-        """Compile warm-up (with ``compile`` only): every strategy scores a stream of random tokens once.
+        """Compile warm-up: every strategy that compiles (``--compile``, ``--phased_ttt.compile``) scores a stream
+        of random tokens once.
 
         The stream comes from a fixed seed and the model's vocabulary only, so nothing about the validation
         tokens reaches the compiled code or any state before the timed strategies start. Timed as ``warmup``
-        (0 without ``compile``).
+        (0 when nothing compiles).
         """
         t0 = self.budget.clock()
-        if not self.cfg.compile:
+        compiling = [s for s in self.strategies if s.compiles(ctx)]
+        if not compiling:
             self.budget.record("warmup", t0)
             return
         self.budget.require("the compile warm-up", self._spent())
         gen = torch.Generator().manual_seed(WARMUP_SEED)
         vocab = self.model_config.vocab_size
-        for strategy in self.strategies:
+        for strategy in compiling:
             tokens = torch.randint(0, vocab, (strategy.warmup_targets(ctx.world_size) + 1,), generator=gen)
             strategy.warmup(replace(ctx, tokens=tokens, mixers=(), progress=None))
         self._sync()

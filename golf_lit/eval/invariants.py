@@ -5,8 +5,9 @@ is read off a full distribution over the vocabulary that sums to 1 with every en
 (TTT step, n-gram insert) uses only tokens already scored, and (4) every token is scored exactly once.
 
 Positions are *target indices*: index j predicts token ``tokens[j + 1]`` from ``tokens[: j + 1]``.
-The guards (``require_*``) run inside the scorer on every batch and raise :class:`InvariantError`;
-:class:`ScoreRecorder` collects what was scored so tests can check the same properties from outside.
+The guards (``require_*``) run inside the scorer and the TTT engines on every batch and raise
+:class:`InvariantError`; :class:`ScoreRecorder` collects what was scored, and :class:`PhaseTrace` what a TTT
+strategy scored and trained on, so tests can check the same properties from outside.
 """
 
 from __future__ import annotations
@@ -79,6 +80,26 @@ def require_scored(train_upto: int, scored_upto: int, what: str) -> None:
             f"invariant 3 (score before update): {what} would use target index {train_upto - 1}, "
             f"but only positions below {scored_upto} are scored"
         )
+
+
+def require_unscored(scored: Tensor, positions: Tensor, what: str) -> None:
+    """Invariant 4: none of ``positions`` was scored before."""
+    if bool(scored[positions].any()):
+        first = int(positions[scored[positions]][0])
+        raise InvariantError(f"invariant 4 (score each token once): {what} re-scores position {first}")
+
+
+def require_all_scored(scored: Tensor, positions: Tensor, what: str) -> None:
+    """Invariant 3: every one of ``positions`` was scored before this update uses it."""
+    if not bool(scored[positions].all()):
+        first = int(positions[~scored[positions]][0])
+        raise InvariantError(f"invariant 3 (score before update): {what} would train on unscored index {first}")
+
+
+def require_not_last_chunk(is_last: bool, what: str) -> None:
+    """Score-first for the final chunk: a document's last chunk is never trained on."""
+    if is_last:
+        raise InvariantError(f"invariant 3 (score before update): {what} would train on a document's last chunk")
 
 
 def require_normalized(dist: Tensor, tol: float = NORMALIZATION_TOL) -> None:
@@ -196,6 +217,49 @@ class ScoreRecorder:
             if e.positions.size and e.horizon > int(e.positions.min()):
                 first = int(e.positions.min())
                 problems.append(f"{variant}: state had seen target {e.horizon - 1} when scoring {first}")
+        return problems
+
+
+@dataclass
+class PhaseTrace:
+    """What a phased TTT run scored and trained on, in order (for the invariant tests)."""
+
+    events: list[tuple[str, int, Tensor]] = field(default_factory=list)
+    """``(kind, doc, positions)`` with kind "score", "lora" (doc = document index) or "global" (doc = phase)."""
+
+    def __call__(self, kind: str, doc: int, positions: Tensor) -> None:
+        self.events.append((kind, doc, positions.detach().cpu().clone()))
+
+    def check(self, num_targets: int, starts: Tensor, lengths: Tensor, chunk_size: int) -> list[str]:
+        """Every violation of the score-first rules; empty when the run was honest.
+
+        Checks: each position scored exactly once; every trained position scored before; no document's last
+        chunk trained on by its LoRA; every document a global phase touches fully scored before the phase.
+        """
+        problems: list[str] = []
+        scored = torch.zeros(num_targets, dtype=torch.int64)
+        doc_of = torch.repeat_interleave(torch.arange(len(starts)), lengths)
+        for kind, doc, pos in self.events:
+            if kind == "score":
+                scored[pos] += 1
+                continue
+            if not bool((scored[pos] > 0).all()):
+                problems.append(f"{kind} step (doc/phase {doc}) trained on {int((scored[pos] == 0).sum())} "
+                                "positions before they were scored")
+            if kind == "lora":
+                last0 = int(starts[doc]) + (int(lengths[doc]) - 1) // chunk_size * chunk_size
+                if bool((pos >= last0).any()):
+                    problems.append(f"lora step trained on the last chunk of document {doc}")
+            else:
+                docs = torch.unique(doc_of[pos])
+                for d in docs.tolist():
+                    a, n = int(starts[d]), int(lengths[d])
+                    if not bool((scored[a : a + n] > 0).all()):
+                        problems.append(f"global phase {doc} trained on document {d} before it was fully scored")
+        if bool((scored > 1).any()):
+            problems.append(f"{int((scored > 1).sum())} positions scored more than once")
+        if bool((scored == 0).any()):
+            problems.append(f"{int((scored == 0).sum())} positions never scored")
         return problems
 
 

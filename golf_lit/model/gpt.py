@@ -103,6 +103,24 @@ class MLP(nn.Module):
         return self.proj(h.square())
 
 
+class HeadTap(nn.Module):
+    """Identity hook point of the output head: ``forward(logits, hidden) -> logits``.
+
+    The model's declared interface to its final hidden state: ``hidden`` (B, T, ``in_features``) is the final
+    normalized hidden state, the tensor the head multiplies (``GPT.hidden``: with parallel residuals the lane
+    mean, or the lane ``parallel_final_lane`` picks), and ``logits`` (B, T, ``out_features``) the head's output
+    before the softcap. A forward hook here (phased TTT's head LoRA, golf_lit.eval.strategies.lora) reads one
+    and may add to the other; without hooks it is the identity on ``logits``.
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, logits: Tensor, hidden: Tensor) -> Tensor:
+        return logits
+
+
 class Block(nn.Module):
     """Pre-norm block with residual mixing toward the embedding stream and fixed LN scale
     (docs/record-stack.md §4.2)."""
@@ -207,6 +225,7 @@ class GPT(nn.Module):
         if not cfg.tie_embeddings:
             self.lm_head = CastedLinear(cfg.model_dim, cfg.vocab_size, bias=False)
             self.lm_head._zero_init = True
+        self.head_tap = HeadTap(cfg.model_dim, cfg.vocab_size)  # no parameters: state_dict and RNG unchanged
         self.init_weights()
 
     @torch.no_grad()
@@ -316,7 +335,7 @@ class GPT(nn.Module):
             seg = Segments(cu_seqlens, segment, position, max_seqlen or T, block_mask)
         x = self.hidden(input_ids, seg)
         head = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(x, head.to(x.dtype))
+        logits = self.head_tap(F.linear(x, head.to(x.dtype)), x)
         cap = self.cfg.logit_softcap
         if targets is not None and self.cfg.fused_ce_enabled:
             return softcapped_cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), cap)

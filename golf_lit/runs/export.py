@@ -24,7 +24,9 @@ from golf_lit.data.shards import load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.loading import provenance
-from golf_lit.eval.strategies.roundtrip import score_roundtrip
+from golf_lit.eval.scorer import MODEL
+from golf_lit.eval.strategies import EvalContext
+from golf_lit.eval.strategies.roundtrip import Roundtrip
 from golf_lit.io import atomic_write_bytes, atomic_write_json, atomic_write_text, require_writable_dir
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
@@ -36,7 +38,8 @@ ARTIFACT_NAME = "final_model.int6.ptz"
 def _score(model: GPT, val_tokens: torch.Tensor, luts, seq_len: int, batch_seqs: int, device: torch.device):
     t0 = time.perf_counter()
     autocast = torch.bfloat16 if device.type == "cuda" else None
-    sums = score_roundtrip(model, val_tokens, luts, seq_len, batch_seqs, device, autocast_dtype=autocast)
+    ctx = EvalContext(model, val_tokens, luts, device=device, autocast_dtype=autocast)
+    sums = Roundtrip(seq_len, batch_seqs).score(ctx)[MODEL]
     return sums, time.perf_counter() - t0
 
 

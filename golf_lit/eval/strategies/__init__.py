@@ -1,4 +1,13 @@
-"""Evaluation strategies: one file per strategy, each a :class:`~golf_lit.eval.strategies.base.Strategy`.
+"""Evaluation strategies: one file per strategy, each a :class:`~golf_lit.eval.strategies.base.Strategy` whose
+``score(ctx)`` takes an :class:`~golf_lit.eval.strategies.base.EvalContext` and nothing else.
+
+    base.py               ``Strategy``, ``EvalContext``, PAD_ID / IGNORE
+    roundtrip.py          whole non-overlapping sequences (the record's roundtrip)
+    sliding.py            stride windows, each position scored once (+ n-gram mixers)
+    ttt.py                score-first TTT over the sliding windows (+ n-gram mixers)
+    phased_ttt.py         phased score-first TTT: settings and strategy
+    phased_ttt_engine.py  its procedure (per-document LoRA scoring, global SGD phases)
+    lora.py               per-document LoRA adapters attached through forward hooks
 
 ``REGISTRY`` maps the ``--strategy`` names to their classes; a new strategy is a new file here plus one line
 below (docs/evaluation.md, "Adding a strategy").

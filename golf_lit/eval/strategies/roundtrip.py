@@ -6,86 +6,39 @@ from its own start, so early positions of a sequence see little context. Only wh
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
 
-from golf_lit.data.byte_source import ByteSource
-from golf_lit.eval.scorer import MODEL
 from golf_lit.eval.strategies.base import EvalContext, Strategy
 from golf_lit.eval.sums import ScoreSums
-from golf_lit.model.losses import token_nll
 from golf_lit.ranks import rank_range
 
 if TYPE_CHECKING:
     from golf_lit.eval.config import EvalConfig
 
 
-@torch.inference_mode()
-def score_roundtrip(
-    model: nn.Module,
-    val_tokens: Tensor,
-    luts: ByteSource,
-    seq_len: int,
-    batch_seqs: int = 32,
-    device: torch.device | str = "cpu",
-    rank: int = 0,
-    world_size: int = 1,
-    autocast_dtype: torch.dtype | None = None,
-) -> ScoreSums:
-    """Score this rank's share of the ``(len(val_tokens) - 1) // seq_len`` non-overlapping sequences.
+class Roundtrip(Strategy):
+    """``--strategy roundtrip``: whole ``seq_len`` sequences (``sliding.seq_len``), ``batch_seqs`` per forward
+    (``roundtrip_batch_seqs``).
 
     Args:
-        model: Maps input ids (B, T) to logits (B, T, V).
-        val_tokens: 1-D token stream (targets are the stream shifted by one).
-        luts: Byte source (LUTs, or the CaseOps sidecar of the same stream).
         seq_len: Sequence length.
-        batch_seqs: Sequences per forward.
-        device: Where to run the model.
-        rank: This process's rank.
-        world_size: Number of processes; their sums must be added to get the full score.
-        autocast_dtype: Autocast dtype (e.g. torch.bfloat16 on GPU), or None for the weights' dtype.
-
-    Returns:
-        This rank's float64 sums.
+        batch_seqs: Sequences per forward (the result does not depend on it).
     """
-    total_seqs = (val_tokens.numel() - 1) // seq_len
-    start, end = rank_range(total_seqs, rank, world_size)
-    luts = luts.to(device)
-    nll_sum = torch.zeros((), dtype=torch.float64, device=device)
-    byte_sum = torch.zeros((), dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
-    device_type = torch.device(device).type
-    autocast = (
-        torch.autocast(device_type=device_type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-    )
-    try:
-        for s in range(start, end, batch_seqs):
-            e = min(s + batch_seqs, end)
-            chunk = val_tokens[s * seq_len : e * seq_len + 1].to(device=device, dtype=torch.int64)
-            x, y = chunk[:-1].reshape(-1, seq_len), chunk[1:].reshape(-1, seq_len)
-            with autocast:
-                logits = model(x)
-            nll_sum += token_nll(logits, y).to(torch.float64).sum()
-            positions = torch.arange(s * seq_len, e * seq_len, device=device).view_as(x)
-            byte_sum += luts.bytes_at(positions, x, y).to(torch.float64).sum()
-    finally:
-        model.train(was_training)
-    return ScoreSums(float(nll_sum), float((end - start) * seq_len), float(byte_sum))
-
-
-class Roundtrip(Strategy):
-    """``--strategy roundtrip``: whole ``sliding.seq_len`` sequences, ``roundtrip_batch_seqs`` per forward."""
 
     name = "roundtrip"
     label = "roundtrip"
 
-    def __init__(self, cfg: EvalConfig) -> None:
-        self.seq_len = cfg.sliding.seq_len
-        self.batch_seqs = cfg.roundtrip_batch_seqs
+    def __init__(self, seq_len: int, batch_seqs: int = 32) -> None:
+        if seq_len < 1 or batch_seqs < 1:
+            raise ValueError(f"roundtrip: seq_len and batch_seqs must be >= 1, got {seq_len} and {batch_seqs}")
+        self.seq_len = seq_len
+        self.batch_seqs = batch_seqs
+
+    @classmethod
+    def from_config(cls, cfg: EvalConfig) -> list[Strategy]:
+        return [cls(cfg.sliding.seq_len, cfg.roundtrip_batch_seqs)]
 
     def check(self, num_targets: int) -> None:
         if num_targets < self.seq_len:
@@ -100,12 +53,26 @@ class Roundtrip(Strategy):
     def warmup_targets(self, world_size: int) -> int:
         return world_size * self.batch_seqs * self.seq_len
 
+    @torch.inference_mode()
     def score(self, ctx: EvalContext) -> dict[str, ScoreSums]:
-        sums = score_roundtrip(ctx.forward, ctx.tokens, ctx.luts, self.seq_len, self.batch_seqs, ctx.device,
-                               ctx.rank, ctx.world_size, ctx.autocast_dtype)
-        if ctx.progress is not None:
-            ctx.progress(int(sums.token_count))
-        return {MODEL: sums}
+        """This rank's contiguous share of the ``N // seq_len`` sequences, ``batch_seqs`` per forward."""
+        total_seqs = ctx.num_targets // self.seq_len
+        start, end = rank_range(total_seqs, ctx.rank, ctx.world_size)
+        scorer = ctx.scorer()
+        model = ctx.forward
+        was_training = ctx.model.training
+        ctx.model.eval()
+        try:
+            for s in range(start, end, self.batch_seqs):
+                e = min(s + self.batch_seqs, end)
+                x = scorer.tokens[s * self.seq_len : e * self.seq_len].reshape(-1, self.seq_len)
+                with ctx.autocast():
+                    logits = model(x)
+                positions = torch.arange(s * self.seq_len, e * self.seq_len, device=scorer.device)
+                scorer.score(positions, logits.reshape(positions.numel(), -1))
+        finally:
+            ctx.model.train(was_training)
+        return scorer.sums()
 
     def settings(self) -> dict[str, Any]:
         return {"seq_len": self.seq_len}

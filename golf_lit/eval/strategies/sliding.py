@@ -11,7 +11,7 @@ which re-score the final ``stride`` tokens up to ``seq_len / stride`` times) are
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,19 +19,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from golf_lit.data.byte_source import ByteSource
-from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
-from golf_lit.eval.scorer import Recorder, Scorer
-from golf_lit.eval.strategies.base import EvalContext, Strategy
+from golf_lit.eval.scorer import Scorer
+from golf_lit.eval.strategies.base import PAD_ID, EvalContext, Strategy
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.ranks import rank_range
 
 if TYPE_CHECKING:
     from golf_lit.eval.config import EvalConfig
-
-PAD_ID = 0
-"""Input id placed after the end of a short window; causality keeps it out of every scored position."""
-
 
 @dataclass(kw_only=True)
 class SlidingConfig:
@@ -123,69 +117,30 @@ def score_windows(
             scorer.score(idx[scored], logits[scored])
 
 
-def score_sliding(
-    model: nn.Module,
-    tokens: Tensor,
-    luts: ByteSource,
-    cfg: SlidingConfig,
-    rank: int = 0,
-    world_size: int = 1,
-    *,
-    mixers: Sequence[NgramConfig] = (),
-    store: NgramStoreConfig | None = None,
-    device: torch.device | str = "cpu",
-    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-    record: Recorder | None = None,
-    progress: Callable[[int], object] | None = None,
-) -> dict[str, ScoreSums]:
-    """Score this rank's contiguous share of the sliding windows.
-
-    Args:
-        model: Maps (B, T) ids to (B, T, V) logits.
-        tokens: 1-D token stream (N + 1 tokens, N scored positions over all ranks).
-        luts: Byte source (LUTs or the CaseOps sidecar; ``golf_lit.data.byte_source``).
-        cfg: Window length, stride and batch size.
-        rank: This process's rank.
-        world_size: Number of ranks; add their sums for the full score.
-        mixers: N-gram mixer settings scored in the same pass (they share the forward).
-        store: How the n-gram count store is updated.
-        device: Where the model runs.
-        autocast: Context manager factory for the forward (e.g. ``fabric.autocast``).
-        record: Optional per-step recorder (invariant tests).
-        progress: Optional callback with the number of positions scored per batch.
-
-    Returns:
-        This rank's float64 sums: ``"model"`` (neural only) and one entry per mixer name.
-    """
-    windows = sliding_windows(tokens.numel() - 1, cfg.seq_len, cfg.stride)
-    w0, w1 = rank_range(len(windows), rank, world_size)
-    mine = Windows(windows.start[w0:w1], windows.score_from[w0:w1], windows.end[w0:w1])
-    scorer = Scorer(tokens, luts, device, mixers=mixers, store=store, record=record, progress=progress)
-    was_training = model.training
-    model.eval()
-    try:
-        score_windows(model, scorer.tokens, mine, scorer, cfg.seq_len, cfg.batch_seqs, autocast)
-    finally:
-        model.train(was_training)
-    return scorer.sums()
-
-
 def rank_positions(num_targets: int, cfg: SlidingConfig, rank: int, world_size: int) -> int:
-    """Number of positions ``rank`` scores with :func:`score_sliding` (for progress bars)."""
+    """Number of positions ``rank`` scores with :class:`Sliding` (for progress bars)."""
     windows = sliding_windows(num_targets, cfg.seq_len, cfg.stride)
     w0, w1 = rank_range(len(windows), rank, world_size)
     return int((windows.end[w0:w1] - windows.score_from[w0:w1]).sum())
 
 
 class Sliding(Strategy):
-    """``--strategy sliding``: the windows of ``cfg.sliding``, with the n-gram mixers when ``--ngram true``."""
+    """``--strategy sliding``: the windows of ``cfg`` (``--sliding.*``), with the n-gram mixers of the context.
+
+    Args:
+        cfg: Window length, stride and batch size (default: seq_len 2048, stride 64).
+    """
 
     name = "sliding"
     supports_ngram = True
     label = "sliding_window"
 
-    def __init__(self, cfg: EvalConfig) -> None:
-        self.cfg = cfg.sliding
+    def __init__(self, cfg: SlidingConfig | None = None) -> None:
+        self.cfg = cfg or SlidingConfig()
+
+    @classmethod
+    def from_config(cls, cfg: EvalConfig) -> list[Strategy]:
+        return [cls(cfg.sliding)]
 
     def rank_targets(self, num_targets: int, rank: int, world_size: int) -> int:
         return rank_positions(num_targets, self.cfg, rank, world_size)
@@ -194,9 +149,19 @@ class Sliding(Strategy):
         return self.cfg.seq_len + (world_size * self.cfg.batch_seqs - 1) * self.cfg.stride
 
     def score(self, ctx: EvalContext) -> dict[str, ScoreSums]:
-        return score_sliding(ctx.forward, ctx.tokens, ctx.luts, self.cfg, ctx.rank, ctx.world_size,
-                             mixers=ctx.mixers, store=ctx.store, device=ctx.device, autocast=ctx.autocast,
-                             progress=ctx.progress)
+        """Score this rank's contiguous share of the sliding windows; ``"model"`` and one entry per mixer."""
+        windows = sliding_windows(ctx.num_targets, self.cfg.seq_len, self.cfg.stride)
+        w0, w1 = rank_range(len(windows), ctx.rank, ctx.world_size)
+        mine = Windows(windows.start[w0:w1], windows.score_from[w0:w1], windows.end[w0:w1])
+        scorer = ctx.scorer()
+        was_training = ctx.model.training
+        ctx.model.eval()
+        try:
+            score_windows(ctx.forward, scorer.tokens, mine, scorer, self.cfg.seq_len, self.cfg.batch_seqs,
+                          ctx.autocast)
+        finally:
+            ctx.model.train(was_training)
+        return scorer.sums()
 
     def settings(self) -> dict[str, Any]:
         return asdict(self.cfg)

@@ -15,24 +15,19 @@ step's global number of target tokens, so the update equals the single-process u
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from golf_lit.data.byte_source import ByteSource
 from golf_lit.eval import invariants
-from golf_lit.eval.ngram import NgramConfig, NgramStoreConfig
-from golf_lit.eval.scorer import Recorder, Scorer
-from golf_lit.eval.strategies.base import EvalContext, Strategy, single_rank_sum
-from golf_lit.eval.strategies.sliding import PAD_ID, SlidingConfig, Windows, score_windows, sliding_windows
+from golf_lit.eval.scorer import Scorer
+from golf_lit.eval.strategies.base import IGNORE, PAD_ID, EvalContext, Strategy, single_rank_sum
+from golf_lit.eval.strategies.sliding import SlidingConfig, Windows, score_windows, sliding_windows
 from golf_lit.eval.sums import ScoreSums
 from golf_lit.ranks import rank_range
 
@@ -40,7 +35,6 @@ if TYPE_CHECKING:
     from golf_lit.eval.config import EvalConfig
 
 OPTIMIZERS = ("sgd", "adamw")
-IGNORE = -100
 
 
 @dataclass(kw_only=True)
@@ -101,48 +95,31 @@ class TTTConfig:
 
 
 class TestTimeTrainer:
-    """Runs the score-first protocol over one stream; :meth:`run` is the whole protocol.
+    """Runs the score-first protocol over the stream of ``ctx``; :meth:`run` is the whole protocol.
 
     Args:
-        model: The model to adapt (a deep copy is taken; the argument is never modified).
-        tokens: 1-D token stream (N + 1 tokens).
-        scorer: Receives every scored position (its ``horizon`` is kept up to date).
+        ctx: The model to adapt (a deep copy is taken; ``ctx.model`` is never modified), the stream, this rank,
+            the sum all-reduce, autocast and ``compile_fn`` (wraps the adapted copy's forward).
         cfg: TTT settings.
         sliding: Window length / stride / scoring batch size.
-        rank: This process's rank.
-        world_size: Number of ranks.
-        all_reduce: Sums a tensor across ranks and returns the sum (identity on one rank).
-        autocast: Context manager factory for forwards.
-        compile_model: Optional wrapper for the adapted copy's forward (e.g. ``torch.compile``).
+        scorer: Receives every scored position (its ``horizon`` is kept up to date); default ``ctx.scorer()``.
     """
 
     __test__ = False  # not a pytest class
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tokens: Tensor,
-        scorer: Scorer,
-        cfg: TTTConfig,
-        sliding: SlidingConfig,
-        rank: int = 0,
-        world_size: int = 1,
-        all_reduce: Callable[[Tensor], Tensor] = single_rank_sum,
-        autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-        compile_model: Callable[[nn.Module], nn.Module] | None = None,
-    ) -> None:
-        if world_size > 1 and all_reduce is single_rank_sum:
+    def __init__(self, ctx: EvalContext, cfg: TTTConfig, sliding: SlidingConfig, scorer: Scorer | None = None) -> None:
+        if ctx.world_size > 1 and ctx.all_reduce is single_rank_sum:
             raise ValueError("TTT on several ranks needs an all_reduce that sums gradients across them")
-        self.model = copy.deepcopy(model)
-        self.forward = compile_model(self.model) if compile_model is not None else self.model
-        self.tokens = scorer.tokens
-        self.scorer = scorer
+        self.model = copy.deepcopy(ctx.model)
+        self.forward = ctx.compile_fn(self.model) if ctx.compile_fn is not None else self.model
+        self.scorer = scorer or ctx.scorer()
+        self.tokens = self.scorer.tokens
         self.cfg = cfg
         self.sliding = sliding
-        self.rank, self.world_size = rank, world_size
-        self.all_reduce = all_reduce
-        self.autocast = autocast
-        self.num_targets = tokens.numel() - 1
+        self.rank, self.world_size = ctx.rank, ctx.world_size
+        self.all_reduce = ctx.all_reduce
+        self.autocast = ctx.autocast
+        self.num_targets = ctx.num_targets
         self.windows = sliding_windows(self.num_targets, sliding.seq_len, sliding.stride)
         self.num_chunks = -(-self.num_targets // cfg.chunk_tokens)
         chunk_of = self.windows.score_from // cfg.chunk_tokens  # chunk holding each window's first scored position
@@ -245,75 +222,36 @@ class TestTimeTrainer:
         self.optimizer.step()
 
 
-def score_ttt(
-    model: nn.Module,
-    tokens: Tensor,
-    luts: ByteSource,
-    cfg: TTTConfig,
-    rank: int = 0,
-    world_size: int = 1,
-    *,
-    sliding: SlidingConfig | None = None,
-    mixers: Sequence[NgramConfig] = (),
-    store: NgramStoreConfig | None = None,
-    device: torch.device | str = "cpu",
-    autocast: Callable[[], AbstractContextManager] = contextlib.nullcontext,
-    all_reduce: Callable[[Tensor], Tensor] = single_rank_sum,
-    record: Recorder | None = None,
-    progress: Callable[[int], object] | None = None,
-    compile_model: Callable[[nn.Module], nn.Module] | None = None,
-) -> dict[str, ScoreSums]:
-    """Score-first TTT over the sliding windows; ``model`` is left untouched (a deep copy is adapted).
+class TestTimeTraining(Strategy):
+    """``--strategy ttt``: score-first TTT over the sliding windows; one run per setting of ``ttt_sweep`` (else
+    ``ttt``), each from the pristine artifact (the context's model is left untouched; a deep copy is adapted).
 
     Args:
-        model: The loaded artifact model.
-        tokens: 1-D token stream.
-        luts: Byte source (LUTs or the CaseOps sidecar; ``golf_lit.data.byte_source``).
-        cfg: TTT settings.
-        rank: This process's rank.
-        world_size: Number of ranks.
-        sliding: Windows that are scored (defaults: seq_len 2048, stride 64).
-        mixers: N-gram mixer settings scored on top of the adapted model in the same pass.
-        store: How the n-gram count store is updated.
-        device: Where the model runs.
-        autocast: Context manager factory for forwards.
-        all_reduce: Sums a tensor across ranks (``lambda t: fabric.all_reduce(t, reduce_op="sum")``).
-        record: Optional per-step recorder (invariant tests).
-        progress: Optional callback with the number of positions scored per batch.
-        compile_model: Optional wrapper for the adapted copy's forward (e.g. ``torch.compile``).
-
-    Returns:
-        This rank's float64 sums: ``"model"`` (TTT-adapted model) and one entry per mixer name.
+        cfg: TTT settings (default: the legal record's).
+        sliding: The windows that are scored (default: seq_len 2048, stride 64).
     """
-    sliding = sliding or SlidingConfig()
-    scorer = Scorer(tokens, luts, device, mixers=mixers, store=store, record=record, progress=progress)
-    TestTimeTrainer(model, tokens, scorer, cfg, sliding, rank, world_size, all_reduce, autocast, compile_model).run()
-    return scorer.sums()
-
-
-class TestTimeTraining(Strategy):
-    """``--strategy ttt``: one run per setting of ``ttt_sweep`` (else ``ttt``), each from the pristine artifact."""
 
     __test__ = False  # not a pytest class
     name = "ttt"
     supports_ngram = True
 
-    def __init__(self, cfg: EvalConfig, ttt: TTTConfig) -> None:
-        self.cfg = ttt
-        self.sliding = cfg.sliding
-        self.label = f"{ttt.name}_sliding_window"
+    def __init__(self, cfg: TTTConfig | None = None, sliding: SlidingConfig | None = None) -> None:
+        self.cfg = cfg or TTTConfig()
+        self.sliding = sliding or SlidingConfig()
+        self.label = f"{self.cfg.name}_sliding_window"
 
     @classmethod
     def from_config(cls, cfg: EvalConfig) -> list[Strategy]:
-        return [cls(cfg, t) for t in cfg.ttt_runs]
+        return [cls(t, cfg.sliding) for t in cfg.ttt_runs]
 
     def warmup_targets(self, world_size: int) -> int:
         return self.cfg.chunk_tokens + self.sliding.seq_len  # two chunks: one scored and trained, one scored
 
     def score(self, ctx: EvalContext) -> dict[str, ScoreSums]:
-        return score_ttt(ctx.model, ctx.tokens, ctx.luts, self.cfg, ctx.rank, ctx.world_size, sliding=self.sliding,
-                         mixers=ctx.mixers, store=ctx.store, device=ctx.device, autocast=ctx.autocast,
-                         all_reduce=ctx.all_reduce, progress=ctx.progress, compile_model=ctx.compile_fn)
+        """This rank's sums: ``"model"`` (the TTT-adapted model) and one entry per mixer of the context."""
+        trainer = TestTimeTrainer(ctx, self.cfg, self.sliding)
+        trainer.run()
+        return trainer.scorer.sums()
 
     def settings(self) -> dict[str, Any]:
         return {**asdict(self.sliding), "ttt": asdict(self.cfg)}
