@@ -54,6 +54,9 @@ class ArtifactExport(Callback):
         quant: Quantization and size-budget options.
         eval_batch_seqs: Sequences per forward when scoring.
         eval_pre_quant: Also score the unquantized (EMA) model, to show the quantization gap.
+        eval_args: The ``golf-lit eval`` options of the evaluation this run claims (e.g. ``["--strategy",
+            "roundtrip,sliding"]``), baked into the ``train_gpt.py`` written beside the artifact (its size is the
+            counted code with ``quant.code_bytes: auto``); none: it scores only the roundtrip.
 
     Example (YAML)::
 
@@ -70,11 +73,14 @@ class ArtifactExport(Callback):
         quant: QuantConfig = QuantConfig(),
         eval_batch_seqs: int = 32,
         eval_pre_quant: bool = True,
+        eval_args: list[str] | None = None,
     ) -> None:
         self.dirpath = dirpath
         self.quant = quant
         self.eval_batch_seqs = eval_batch_seqs
         self.eval_pre_quant = eval_pre_quant
+        self.eval_args = list(eval_args) if eval_args else None
+        self.fit_config: dict | None = None  # the resolved fit config (GolfCLI hands it over), for train_gpt.py
         self.report: dict | None = None
         self._exported = False
 
@@ -127,6 +133,8 @@ class ArtifactExport(Callback):
                 extra_report={"training": training_report(trainer), "fingerprint": fingerprint()},
                 train_files=dm.train_files,
                 training_time=training_time,
+                fit_config=self.fit_config,
+                eval_args=self.eval_args,
             )
         trainer.strategy.barrier("artifact_export")
         self._exported = True

@@ -106,28 +106,14 @@ def alias_short_callback_paths() -> None:
 
 def run_lightning(argv: list[str]) -> int:
     """Run LightningCLI (``fit``/``validate``) with golf-lit's module and data module."""
-    from jsonargparse import set_docstring_parse_options
-
-    from golf_lit.data.datamodule import GolfDataModule
-    from golf_lit.train.cli import GolfCLI, check_class_paths_in_args
-    from golf_lit.train.module import GolfLM
-
-    set_docstring_parse_options(attribute_docstrings=True)
+    from golf_lit.train.cli import check_class_paths_in_args, run_fit
     check_config_files(argv)
     alias_short_callback_paths()
     check_class_paths_in_args(argv)
     # From the console, let LightningCLI read sys.argv itself: Lightning's DDP launcher re-runs sys.argv to start
     # the other ranks, so it must stay intact. Programmatic calls pass their own arguments.
     from_console = argv == sys.argv[1:]
-    GolfCLI(
-        GolfLM,
-        GolfDataModule,
-        args=None if from_console else argv,
-        seed_everything_default=1337,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"use_distributed_sampler": False, "check_val_every_n_epoch": None},
-        parser_kwargs={"prog": "golf-lit"},
-    )
+    run_fit(None if from_console else argv)  # what train_gpt.py runs too (golf_lit.runs.pack.record)
     return 0
 
 

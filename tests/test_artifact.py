@@ -139,34 +139,14 @@ def test_budget_boundary_is_inclusive() -> None:
     assert not build_artifact(_layered_state_dict(1), QuantConfig(artifact_limit_bytes=1_099), 100, fake).fits
 
 
-def test_code_bytes_auto_counts_utf8_bytes_of_scorer_files(tmp_path: Path) -> None:
-    root = tmp_path / "golf_lit"
-    for rel, text in {
-        "model/config.py": "x = 'é'\n",  # 9 bytes
-        "model/gpt.py": "a = 1\n",  # 6
-        "artifact/budget.py": "b = 2\n",  # 6
-        "eval/standard.py": "c = 3\n",  # 6
-        "train/module.py": "training only\n",  # not counted
-        "optim/muon.py": "training only\n",  # not counted
-    }.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text, encoding="utf-8")
-    counted = count_code_bytes("auto", package_root=root)
-    assert counted.total == 27
-    assert [p for p, _ in counted.files] == [
-        "golf_lit/artifact/budget.py",
-        "golf_lit/eval/standard.py",
-        "golf_lit/model/config.py",
-        "golf_lit/model/gpt.py",
-    ]
-
-
-def test_code_bytes_sources() -> None:
-    real = count_code_bytes()
-    paths = [p for p, _ in real.files]
-    assert "golf_lit/model/gpt.py" in paths and "golf_lit/artifact/budget.py" in paths
-    assert "golf_lit/train/module.py" not in paths
-    assert real.total == sum(n for _, n in real.files) > 10_000
+def test_code_bytes_sources(tmp_path: Path) -> None:
+    # one definition of counted code: the generated train_gpt.py, which export writes and measures
+    # (tests/test_pack.py); here a number or a file is taken as given and 'auto' is refused by name
+    with pytest.raises(ValueError, match="quant.code_bytes: 'auto' is the size of the train_gpt.py"):
+        count_code_bytes("auto")
+    script = tmp_path / "train_gpt.py"
+    script.write_bytes(b"x" * 31_999)
+    assert count_code_bytes(str(script)) == CodeBytes(31_999, f"file:{script}", ((str(script), 31_999),))
     assert count_code_bytes(88_901) == CodeBytes(88_901, "number")
     with pytest.raises(ValueError, match="quant.code_bytes.*nope.py"):
         count_code_bytes("nope.py")

@@ -323,6 +323,31 @@ HOSTILE_ROWS = [
     ("export-ckpt-nan-weight", lambda f: ex(f["nan_weight.ckpt"], "--out", f["tmp"] / "o"), "NaN or infinite"),
     ("export-ckpt-wrong-shape", lambda f: ex(f["shape.ckpt"], "--out", f["tmp"] / "o"), "of shape (3, 5)"),
     ("export-ckpt-ema-wrong-shape", lambda f: ex(f["ema_shape.ckpt"], "--out", f["tmp"] / "o"), "EMA weight"),
+]
+
+
+@pytest.fixture(scope="module")
+def hostile(good, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hostile")
+    return {**make_hostile(root, good), "root": root}
+
+
+@pytest.mark.parametrize("argv, expect", [r[1:3] for r in HOSTILE_ROWS], ids=[r[0] for r in HOSTILE_ROWS])
+def test_hostile_artifact_or_checkpoint_is_one_line_and_touches_nothing(argv, expect, good, hostile, tmp_path,
+                                                                         monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    files = {**hostile, "tmp": tmp_path}
+    monkeypatch.chdir(work)
+    before = snapshot(tmp_path, good["root"], hostile["root"])
+    code = run_cli(argv(files))
+    out, err = capsys.readouterr()
+    assert code == 2, (code, err[-3000:])
+    assert "Traceback" not in out + err, err[-3000:]
+    lines = [ln for ln in err.strip().splitlines() if "error" in ln.lower()]
+    assert len(lines) == 1, err[-3000:]
+    assert expect in lines[0], err[-3000:]
+    assert snapshot(tmp_path, good["root"], hostile["root"]) == before
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -439,29 +464,6 @@ ROOTDIR_ROWS = [
 
 
 @pytest.fixture(scope="module")
-def hostile(good, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("hostile")
-    return {**make_hostile(root, good), "root": root}
-
-
-@pytest.mark.parametrize("argv, expect", [r[1:3] for r in HOSTILE_ROWS], ids=[r[0] for r in HOSTILE_ROWS])
-def test_hostile_artifact_or_checkpoint_is_one_line_and_touches_nothing(argv, expect, good, hostile, tmp_path,
-                                                                         monkeypatch, capsys):
-    work = tmp_path / "work"
-    work.mkdir()
-    files = {**hostile, "tmp": tmp_path}
-    monkeypatch.chdir(work)
-    before = snapshot(tmp_path, good["root"], hostile["root"])
-    code = run_cli(argv(files))
-    out, err = capsys.readouterr()
-    assert code == 2, (code, err[-3000:])
-    assert "Traceback" not in out + err, err[-3000:]
-    lines = [ln for ln in err.strip().splitlines() if "error" in ln.lower()]
-    assert len(lines) == 1, err[-3000:]
-    assert expect in lines[0], err[-3000:]
-    assert snapshot(tmp_path, good["root"], hostile["root"]) == before
-
-
 def other_tok(tmp_path_factory) -> Path:
     return tokenizer_manifest(tmp_path_factory.mktemp("tok"))
 

@@ -1,37 +1,57 @@
-"""Packed code: the traced module set, minification, and the one-file scorer reproducing golf-lit's score alone."""
+"""train_gpt.py: the traced module set, minification, the baked config, the environment variables, the
+requirements, the counted size. The end-to-end runs of the file alone are in test_submit.py and
+test_train_gpt_caseops.py."""
 
 from __future__ import annotations
 
 import ast
+import base64
 import json
-import re
+import lzma
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from golf_lit.artifact import QuantConfig
-from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
+from golf_lit.artifact import QuantConfig, count_code_bytes
+from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 from golf_lit.runs.export import ARTIFACT_NAME, export_model
-from golf_lit.runs.pack.build import PACKED_NAME, build_packed, minify, scorer_modules
+from golf_lit.runs.pack.build import (
+    REQUIREMENTS_NAME,
+    SCRIPT_NAME,
+    build_record_script,
+    current_sources_digest,
+    eval_strategies,
+    minify,
+    portable_fit_config,
+    read_baked,
+    trace_modules,
+)
+from golf_lit.runs.pack.record import apply_env
 
-from .isolated import make_site, run_isolated
 from .test_train import TINY_MODEL
 
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
 
-def test_traced_modules_are_what_a_scorer_needs():
-    mods = scorer_modules()
-    for name in ("golf_lit", "golf_lit.runs.pack.entry", "golf_lit.model.gpt", "golf_lit.model.attention",
-                 "golf_lit.artifact", "golf_lit.artifact.records", "golf_lit.artifact.quantize",
-                 "golf_lit.eval.strategies.roundtrip", "golf_lit.eval.sums", "golf_lit.bpb", "golf_lit.data.shards",
-                 "golf_lit.data.tokenizer"):
+
+def test_traced_modules_are_what_training_and_every_strategy_need():
+    mods = trace_modules(["golf_lit.runs.pack.record", "golf_lit.callbacks"])
+    for name in ("golf_lit", "golf_lit.runs.pack.record", "golf_lit.train.module", "golf_lit.train.cli",
+                 "golf_lit.data.datamodule", "golf_lit.optim.muon", "golf_lit.model.gpt", "golf_lit.artifact.save",
+                 "golf_lit.runs.export", "golf_lit.eval.evaluator", "golf_lit.eval.strategies.phased_ttt",
+                 "golf_lit.data.byte_source", "golf_lit.data.manifest", "golf_lit.callbacks.ema",
+                 "golf_lit.callbacks.artifact", "golf_lit.callbacks.wallclock"):
         assert name in mods, name
-    # training code and modules that import lightning / torchmetrics are not reached
-    for name in ("golf_lit.train.module", "golf_lit.train.metrics", "golf_lit.eval.evaluator", "golf_lit.runs.export",
-                 "golf_lit.optim", "golf_lit.runs.pack.build"):
+    # the dispatcher, the other commands and the generator itself are never run by train_gpt.py
+    for name in ("golf_lit.cli", "golf_lit.runs.submit", "golf_lit.runs.seeds", "golf_lit.runs.ablate",
+                 "golf_lit.data.cli", "golf_lit.data.download", "golf_lit.runs.pack.build"):
         assert name not in mods, name
-    assert mods["golf_lit.artifact"][1] and not mods["golf_lit.artifact.records"][1]  # package flags
+    assert mods["golf_lit.callbacks"] == (ROOT / "callbacks" / "__init__.py", True)  # the checkout's folder
 
 
 def test_tracer_follows_relative_lazy_and_submodule_imports(tmp_path):
@@ -44,7 +64,7 @@ def test_tracer_follows_relative_lazy_and_submodule_imports(tmp_path):
     (pkg / "leaf.py").write_text("X = 1\n")
     (pkg / "unused.py").write_text("")
     (pkg / "main.py").write_text("from golf_lit.sub import f\n")
-    mods = scorer_modules("golf_lit.main", root=pkg)
+    mods = trace_modules("golf_lit.main", root=pkg)
     assert list(mods) == ["golf_lit", "golf_lit.lazy", "golf_lit.leaf", "golf_lit.main", "golf_lit.sub",
                           "golf_lit.sub.a"]
 
@@ -64,91 +84,134 @@ def test_minify_drops_docstrings_and_keeps_behaviour(minifier):
         ns["C"](x=-1).f()
 
 
-def test_packed_file_is_small_and_bakes_the_model_config():
-    cfg = ModelConfig(**{**TINY_MODEL, "model_dim": 128})
-    packed = build_packed(cfg, seq_len=64)
-    text = packed.script.decode("ascii")
+def _seeded(cfg: dict, seed: int, root: str) -> dict:
+    out = json.loads(json.dumps(cfg))
+    out["seed_everything"] = seed
+    out["trainer"]["default_root_dir"] = root
+    out["trainer"]["callbacks"][-2]["init_args"]["dirpath"] = f"{root}/checkpoints"
+    out["trainer"]["logger"][0]["init_args"]["save_dir"] = root
+    return out
+
+
+def test_seeds_of_one_config_bake_one_file_and_the_config_is_readable():
+    a = build_record_script(_seeded(SMOKE, 1, "runs/a"), ["--strategy", "roundtrip,sliding"])
+    b = build_record_script(_seeded(SMOKE, 2, "elsewhere/b"), ["--strategy", "roundtrip,sliding"])
+    assert a.script == b.script  # deterministic, and seed and output paths are not baked
+    text = a.script.decode("ascii")
     assert text.count("\n") == 2 and text.startswith("import lzma,base64\nexec(")
-    assert len(packed.script) < packed.minified_bytes < packed.source_bytes
-    assert len(packed.script) < packed.source_bytes / 4  # minified + lzma: a fraction of the readable sources
-    # the baked settings are inside the payload: another config gives another file
-    assert build_packed(ModelConfig(**{**TINY_MODEL, "model_dim": 64}), seq_len=64).script != packed.script
-    assert build_packed(cfg, seq_len=64).script == packed.script  # deterministic
+    assert len(a.script) < a.minified_bytes < a.source_bytes
+    baked = read_baked(a.script)
+    assert baked == a.baked and baked["eval"] == ["--strategy", "roundtrip,sliding"]
+    assert "seed_everything" not in baked["fit"] and "default_root_dir" not in baked["fit"]["trainer"]
+    assert baked["fit"]["model"] == SMOKE["model"] and baked["fit"]["data"] == SMOKE["data"]
+    # anything else the run trains with is baked: another model or another evaluation is another file
+    other = json.loads(json.dumps(SMOKE))
+    other["model"]["num_layers"] = 3
+    assert build_record_script(other, ["--strategy", "roundtrip,sliding"]).script != a.script
+    assert build_record_script(SMOKE, ["--strategy", "roundtrip"]).script != a.script
+    with pytest.raises(ValueError, match="not a train_gpt.py written by golf-lit"):
+        read_baked(b"print('hello')\n")
 
 
-@pytest.fixture(scope="module")
-def packed_export(tmp_path_factory):
-    out = tmp_path_factory.mktemp("packed")
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(**TINY_MODEL))
-    report = export_model(model, out, quant=QuantConfig(code_bytes="packed"), val_files=SAMPLE_VAL_FILES,
-                          tokenizer_path=SAMPLE_TOKENIZER, seq_len=32, val_max_tokens=2048, eval_pre_quant=False,
-                          log=lambda s: None)
-    site = make_site(tmp_path_factory.mktemp("site"))
-    return out, report, site
+def test_portable_config_drops_seed_and_every_output_path():
+    cfg = portable_fit_config(_seeded(SMOKE, 5, "runs/x"))
+    cbs = {c["class_path"].rsplit(".", 1)[1]: c.get("init_args") for c in cfg["trainer"]["callbacks"]}
+    assert cbs["ResumableCheckpoint"]["dirpath"] is None and cbs["ArtifactExport"]["dirpath"] is None
+    assert cfg["trainer"]["logger"][0]["init_args"]["save_dir"] is None
+    assert cbs["WallClockLimit"] == {"max_wallclock_seconds": 120}  # the rest is kept as it was
 
 
-def test_export_counts_the_packed_file(packed_export):
-    out, report, _ = packed_export
-    on_disk = json.loads((out / "submission.json").read_text())
-    assert on_disk["code_convention"] == "packed"
-    assert on_disk["bytes_code"] == (out / PACKED_NAME).stat().st_size
-    assert on_disk["code_files"] == [{"path": PACKED_NAME, "bytes": on_disk["bytes_code"]}]
-    assert on_disk["bytes_total"] == on_disk["bytes_code"] + (out / ARTIFACT_NAME).stat().st_size
-    assert "golf_lit.model.gpt" in on_disk["packed"]["modules"]
-
-
-def _score_alone(site, out, script):
-    args = [str(script), "--artifact", str(out / ARTIFACT_NAME), "--val-files", resolve(SAMPLE_VAL_FILES),
-            "--tokenizer", resolve(SAMPLE_TOKENIZER), "--val-max-tokens", "2048", "--device", "cpu"]
-    return run_isolated(site, args, cwd=out)
-
-
-@pytest.mark.slow
-def test_packed_file_alone_reproduces_the_roundtrip_score(packed_export, tmp_path):
-    out, report, site = packed_export
-    # the clean interpreter really cannot see golf_lit or lightning
-    probe = run_isolated(site, ["-c", "import torch, numpy, sentencepiece, zstandard\n"
-                                      "for m in ('golf_lit', 'lightning', 'torchmetrics'):\n"
-                                      "    try:\n        __import__(m); print('visible', m)\n"
-                                      "    except ImportError:\n        pass\n"], cwd=tmp_path)
-    assert probe.returncode == 0 and "visible" not in probe.stdout, probe.stderr[-2000:]
-    script = tmp_path / PACKED_NAME
-    script.write_bytes((out / PACKED_NAME).read_bytes())  # alone in a folder
-    res = _score_alone(site, out, script)
-    assert res.returncode == 0, res.stderr[-3000:]
-    m = re.search(r"final_int6_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)", res.stdout)
-    assert m, res.stdout
-    # same code, same ops, same thread count: the same float64 sums
-    assert float(m.group(2)) == pytest.approx(report["val_bpb"], rel=1e-12, abs=0)
-    assert float(m.group(1)) == pytest.approx(report["val_loss"], rel=1e-12, abs=0)
-
-
-@pytest.mark.slow
-def test_packed_file_missing_a_traced_module_fails(packed_export, tmp_path, monkeypatch):
-    """Broken variant: drop one traced module from the pack and the file no longer runs alone."""
-    out, _, site = packed_export
-    import golf_lit.runs.pack.build as build
-
-    full = build.scorer_modules
-    monkeypatch.setattr(build, "scorer_modules", lambda *a, **k: {
-        k2: v for k2, v in full(*a, **k).items() if k2 != "golf_lit.bpb"})
-    cfg = ModelConfig(**TINY_MODEL)
-    script = tmp_path / PACKED_NAME
-    script.write_bytes(build.build_packed(cfg, seq_len=32).script)
-    res = _score_alone(site, out, script)
-    assert res.returncode != 0 and "golf_lit.bpb" in res.stderr
-
-
-def test_packed_payload_is_valid_python(packed_export):
-    import base64
-    import lzma
-
-    out, _, _ = packed_export
-    text = (out / PACKED_NAME).read_text()
-    blob = re.search(r"b85decode\(b'([^']*)'\)", text).group(1)
-    payload = lzma.decompress(base64.b85decode(blob)).decode()
-    tree = ast.parse(payload)
+def test_payload_is_the_sources_and_a_literal_config():
+    packed = build_record_script(SMOKE, [])
+    blob = packed.script.split(b"b85decode(b'")[1].split(b"')")[0]
+    tree = ast.parse(lzma.decompress(base64.b85decode(blob)).decode())
     sources = ast.literal_eval(tree.body[0].value)
+    assert sorted(sources) == list(packed.modules)
     for name, (_, src) in sources.items():
         compile(src, name, "exec")
+    assert ast.literal_eval(tree.body[1].value) == packed.baked
+
+
+def test_requirements_are_what_the_traced_code_imports_pinned():
+    reqs = build_record_script(SMOKE, []).requirements
+    names = {r.split("==")[0].split("[")[0].lower() for r in reqs}
+    assert {"torch", "lightning", "numpy", "sentencepiece", "zstandard", "jsonargparse"} <= names
+    assert "golf-lit" not in names and "golf_lit" not in names and "python-minifier" not in names
+    assert any(r.startswith("jsonargparse[signatures]==") for r in reqs)  # LightningCLI needs the extra
+    import torch as t
+
+    assert f"torch=={t.__version__}" in reqs
+
+
+def test_sources_digest_changes_with_any_traced_source(tmp_path):
+    tree = tmp_path / "checkout"
+    shutil.copytree(ROOT / "golf_lit", tree / "golf_lit", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "callbacks", tree / "callbacks", ignore=shutil.ignore_patterns("__pycache__"))
+    packed = build_record_script(SMOKE, [], root=tree / "golf_lit")
+    assert current_sources_digest(packed.baked["fit"], root=tree / "golf_lit") == packed.sources_sha256
+    assert current_sources_digest(packed.baked["fit"]) == packed.sources_sha256  # same text as the checkout
+    with open(tree / "callbacks" / "ema.py", "a") as f:
+        f.write("# changed\n")
+    assert current_sources_digest(packed.baked["fit"], root=tree / "golf_lit") != packed.sources_sha256
+
+
+def test_eval_strategies_of_baked_options():
+    assert eval_strategies(["--strategy", "roundtrip,phased_ttt", "--progress", "false"]) == ["roundtrip",
+                                                                                             "phased_ttt"]
+    assert eval_strategies(["--strategy=sliding"]) == ["sliding"]
+    assert eval_strategies(["--max_tokens", "5"]) == ["roundtrip", "sliding"]  # EvalConfig's default chain
+
+
+def test_environment_variables_map_onto_the_config(tmp_path):
+    baked = portable_fit_config(SMOKE)
+    env = {"DATA_PATH": "/d/sp8192", "TOKENIZER_PATH": "/t/x.model", "SEED": "42", "RUN_ID": "r7",
+           "MAX_WALLCLOCK_SECONDS": "590", "ITERATIONS": "20000"}
+    cfg, root = apply_env(baked, env, "/rec/train_gpt.py")
+    assert root == Path("runs/r7") and cfg["trainer"]["default_root_dir"] == "runs/r7"
+    assert cfg["seed_everything"] == 42 and cfg["trainer"]["max_steps"] == 20000
+    assert cfg["data"]["train_files"] == "/d/sp8192/fineweb_train_*.bin"
+    assert cfg["data"]["val_files"] == "/d/sp8192/fineweb_val_*.bin"
+    assert cfg["data"]["tokenizer_path"] == "/t/x.model"
+    cbs = {c["class_path"].rsplit(".", 1)[1]: c["init_args"] for c in cfg["trainer"]["callbacks"]}
+    assert cbs["WallClockLimit"]["max_wallclock_seconds"] == 590.0
+    assert cbs["ArtifactExport"]["quant"]["code_bytes"] == "/rec/train_gpt.py"  # the file counts itself
+    assert cfg["trainer"]["logger"][0]["init_args"]["save_dir"] == "runs/r7"
+    assert baked == portable_fit_config(SMOKE)  # not modified in place
+    default, root = apply_env(baked, {}, "t.py")
+    assert default["seed_everything"] == 1337 and root == Path("runs/train_gpt")
+    assert default["data"] == SMOKE["data"] and default["trainer"]["max_steps"] == SMOKE["trainer"]["max_steps"]
+
+
+def test_export_counts_the_written_train_gpt(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**TINY_MODEL))
+    report = export_model(model, tmp_path, quant=QuantConfig(zstd_levels=[1]), val_files=SAMPLE_VAL_FILES,
+                          tokenizer_path=SAMPLE_TOKENIZER, seq_len=32, val_max_tokens=512, eval_pre_quant=False,
+                          log=lambda s: None, eval_args=["--strategy", "roundtrip"])
+    on_disk = json.loads((tmp_path / "submission.json").read_text())
+    script = (tmp_path / SCRIPT_NAME).read_bytes()
+    assert report["code_convention"] == on_disk["code_convention"] == "train_gpt"
+    assert on_disk["bytes_code"] == len(script) and on_disk["code"]["bytes"] == len(script)
+    assert on_disk["code_files"] == [{"path": SCRIPT_NAME, "bytes": len(script)}]
+    assert on_disk["bytes_total"] == len(script) + (tmp_path / ARTIFACT_NAME).stat().st_size
+    assert (tmp_path / REQUIREMENTS_NAME).read_text().splitlines() == on_disk["code"]["requirements"]
+    baked = read_baked(script)
+    assert baked["eval"] == ["--strategy", "roundtrip"]
+    assert baked["fit"]["model"] == {**ModelConfig(**TINY_MODEL).to_dict()}  # no run config: the model's fields
+    assert baked["fit"]["data"]["val_files"] == SAMPLE_VAL_FILES
+    # artifact-level saving has no train_gpt.py to measure: 'auto' there is an error naming the option
+    with pytest.raises(ValueError, match="quant.code_bytes"):
+        count_code_bytes("auto")
+
+
+def test_minimal_fit_config_without_the_run_config():
+    from golf_lit.runs.export import build_parser, minimal_fit_config
+
+    cfg = ModelConfig(**TINY_MODEL)
+    got = minimal_fit_config(cfg, {"optim": {"matrix_lr": 0.02}, "data": {"val_files": "v", "train_seq_len": 32},
+                                   "checkpoint": "x.ckpt"})
+    assert got == {"model": {**cfg.to_dict(), "optim": {"matrix_lr": 0.02}},
+                   "data": {"val_files": "v", "train_seq_len": 32}}
+    assert minimal_fit_config(cfg) == {"model": cfg.to_dict(), "data": {}}
+    flags = {a for action in build_parser()._actions for a in action.option_strings}
+    assert {"--fit_config", "--eval_args", "--code_bytes"} <= flags and "--code" not in flags

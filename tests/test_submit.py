@@ -1,9 +1,14 @@
-"""Seeds, significance and the submission folder: three real seed runs through the CLI, then every refusal."""
+"""Seeds, significance and the submission folder: three real seed runs through the CLI, the shipped train_gpt.py
+reproducing a seed alone, then every refusal."""
 
 from __future__ import annotations
 
+import ast
+import base64
 import json
+import lzma
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -16,16 +21,15 @@ import yaml
 from golf_lit.callbacks import WallClockLimit
 from golf_lit.callbacks.artifact import training_report
 
-from golf_lit.artifact import count_code_bytes
 from golf_lit.cli import main
 from golf_lit.data.paths import SAMPLE_TOKENIZER, SAMPLE_VAL_FILES, resolve
-from golf_lit.runs.pack.build import PACKED_NAME
+from golf_lit.runs.pack.build import REQUIREMENTS_NAME, SCRIPT_NAME
 from golf_lit.runs.rundir import Run, config_difference, load_run
 from golf_lit.runs.seeds import baseline_values, seed_config
 from golf_lit.runs.stats import improvement_test, mean, nats_per_token_to_bpb, std
 from golf_lit.runs.submit import training_overrun
 
-from .isolated import make_site, run_isolated
+from .isolated import make_site, requirement_names, run_isolated
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2, 3)
@@ -114,12 +118,14 @@ def test_baseline_values_from_numbers_and_files(tmp_path):
 def seeds_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("seeds")
     cmd = [sys.executable, "-m", "golf_lit", "seeds", "--config", str(ROOT / "configs" / "smoke.yaml"),
-           "--seeds", *map(str, SEEDS), "--out", str(out), "--fixed-steps", "2", "--code", "packed",
+           "--seeds", *map(str, SEEDS), "--out", str(out), "--fixed-steps", "2",
            "--eval-args", "--strategy roundtrip --progress false --max_tokens 2048",
            "--baseline", *map(str, BASELINE),
            "--data.val_max_tokens", "1024", "--trainer.val_check_interval", "2",
            "--trainer.enable_progress_bar", "false"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=out)
+    # one thread, as the isolated train_gpt.py runs: the same float reductions, the same weights
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=out, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     return out
 
@@ -171,10 +177,12 @@ def test_submit_writes_a_complete_folder(seeds_dir, tmp_path, capsys):
     seeds_json = json.loads((seeds_dir / "seeds.json").read_text())
     assert sub["seeds"] == list(SEEDS) and sub["val_bpb"] == seeds_json["summary"]["val_bpb_mean"]
     assert sub["summary"]["test"]["p_value"] == seeds_json["summary"]["test"]["p_value"]
-    # bytes_code is counted from the exact files shipped, bytes_model from the shipped artifacts
-    shipped = sum((out / f["path"]).stat().st_size for f in sub["code_files"])
-    assert sub["code_convention"] == "packed" and sub["code_files"] == [{"path": PACKED_NAME, "bytes": shipped}]
-    assert 5_000 < shipped < 60_000  # the packed scorer (~46 KB), not the ~300 KB of readable sources
+    # bytes_code is the size of the one train_gpt.py shipped, bytes_model that of the shipped artifacts
+    shipped = (out / SCRIPT_NAME).stat().st_size
+    assert sub["code_convention"] == "train_gpt" and sub["code_files"] == [{"path": SCRIPT_NAME, "bytes": shipped}]
+    assert sub["bytes_code"] == shipped and 30_000 < shipped < 120_000  # ~80 KB: training, export and every strategy
+    assert (out / SCRIPT_NAME).read_bytes() == (seeds_dir / "seed_1" / "artifact" / SCRIPT_NAME).read_bytes()
+    assert (out / REQUIREMENTS_NAME).read_text().count("torch==") == 1
     for row in sub["per_seed"]:
         art = out / f"final_model_seed{row['seed']}.int6.ptz"
         assert row["bytes_model"] == art.stat().st_size and row["bytes_total"] == row["bytes_model"] + shipped
@@ -193,14 +201,6 @@ def test_submit_writes_a_complete_folder(seeds_dir, tmp_path, capsys):
     assert f"| 1 | {sub['per_seed'][0]['val_bpb']:.8f} |" in readme and "Welch" in readme
     assert sorted(sub["files"]) == sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary folder left behind
-    # the shipped packed file alone scores a shipped artifact exactly as golf-lit eval did
-    site = make_site(tmp_path / "site")
-    res = run_isolated(site, [PACKED_NAME, "--artifact", "final_model_seed3.int6.ptz", "--val-files",
-                              resolve(SAMPLE_VAL_FILES), "--tokenizer", resolve(SAMPLE_TOKENIZER),
-                              "--val-max-tokens", "2048", "--device", "cpu"], cwd=out)
-    assert res.returncode == 0, res.stderr[-3000:]
-    bpb = float(re.search(r"_exact val_loss:\S+ val_bpb:(\S+)", res.stdout).group(1))
-    assert bpb == pytest.approx(sub["per_seed"][2]["val_bpb"], rel=1e-12, abs=0)
     # an existing folder is not replaced unless asked
     code, cap = _submit(capsys, *runs, "--out", out)
     assert code == 2 and "already exists" in cap.err
@@ -240,9 +240,58 @@ def _break_log(run: Path) -> str:
     return "training log train.log is missing"
 
 
+def _report(run: Path, change) -> None:
+    rep = json.loads((run / "artifact" / "submission.json").read_text())
+    change(rep)
+    (run / "artifact" / "submission.json").write_text(json.dumps(rep))
+
+
+def _break_artifact_path(run: Path) -> str:
+    victim = run.parent / "victim" / "id_rsa"
+    victim.parent.mkdir(exist_ok=True)
+    victim.write_text("secret")
+    _report(run, lambda rep: rep.update(artifact="../../victim/id_rsa"))
+    return "the artifact named by artifact/submission.json points outside the run folder"
+
+
+def _break_log_link(run: Path) -> str:
+    outside = run.parent / "elsewhere.log"
+    outside.write_text("not this run's\n")
+    (run / "train.log").unlink()
+    (run / "train.log").symlink_to(outside)
+    return "train.log points outside the run folder"
+
+
+def _break_code_changed(run: Path) -> str:
+    _report(run, lambda rep: rep["code"].update(sources_sha256="0" * 64))
+    return "the golf_lit code changed since the run was trained"
+
+
+def _break_script(run: Path) -> str:
+    script = run / "artifact" / SCRIPT_NAME
+    script.write_bytes(script.read_bytes() + b"#\n")
+    _report(run, lambda rep: rep.update(bytes_code=script.stat().st_size))
+    return "artifact/train_gpt.py differs from run"
+
+
+def _break_claim(run: Path) -> str:
+    rep = json.loads((run / "eval.json").read_text())
+    rep["results"].append({**rep["results"][-1], "name": "final_int6_ttt", "strategy": "ttt", "val_bpb": 0.5})
+    (run / "eval.json").write_text(json.dumps(rep))
+    return "claims final_int6_ttt"
+
+
+def _break_convention(run: Path) -> str:
+    _report(run, lambda rep: rep.update(code_convention="package_source"))
+    return "its counted code is not a generated train_gpt.py"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("breaker", [_break_size, _break_train_time, _break_eval_time, _break_config, _break_log],
-                         ids=["size", "train_time", "eval_time", "config", "log"])
+@pytest.mark.parametrize("breaker", [_break_size, _break_train_time, _break_eval_time, _break_config, _break_log,
+                                     _break_artifact_path, _break_log_link, _break_code_changed, _break_script,
+                                     _break_claim, _break_convention],
+                         ids=["size", "train_time", "eval_time", "config", "log", "artifact_path", "log_link",
+                              "code_changed", "script_differs", "claim", "convention"])
 def test_submit_refuses(seeds_dir, tmp_path, capsys, breaker):
     bad = tmp_path / "seed_2_copy"
     shutil.copytree(seeds_dir / "seed_2", bad, ignore=shutil.ignore_patterns("*.ckpt"))
@@ -253,36 +302,72 @@ def test_submit_refuses(seeds_dir, tmp_path, capsys, breaker):
     lines = cap.err.strip().splitlines()
     assert len(lines) == 1 and f"run {bad}" in lines[0] and reason in lines[0], cap.err
     assert not out.exists() and not list((tmp_path / "records").glob("*"))  # nothing half-written
-
-
-def _as_package_source(run: Path, code) -> None:
-    rep = json.loads((run / "artifact" / "submission.json").read_text())
-    rep.update(code_convention="package_source", bytes_code=code.total,
-               code_files=[{"path": p, "bytes": n} for p, n in code.files])
-    (run / "artifact" / "submission.json").write_text(json.dumps(rep))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "records") == sorted(["seed_2_copy", *(
+        ["victim"] if breaker is _break_artifact_path else []), *(["elsewhere.log"] if breaker is _break_log_link
+                                                                  else [])])
 
 
 @pytest.mark.slow
-def test_submit_ships_the_counted_package_sources(seeds_dir, tmp_path, capsys):
-    code = count_code_bytes("auto")
-    runs = []
-    for s in (1, 2):
-        shutil.copytree(seeds_dir / f"seed_{s}", tmp_path / f"s{s}", ignore=shutil.ignore_patterns("*.ckpt"))
-        _as_package_source(tmp_path / f"s{s}", code)
-        runs.append(tmp_path / f"s{s}")
-    out = tmp_path / "rec"
-    rc, cap = _submit(capsys, *runs, "--out", out)
-    assert rc == 0, cap.err
-    sub = json.loads((out / "submission.json").read_text())
-    assert sub["code_convention"] == "package_source" and sub["bytes_code"] == code.total
-    for f in code.files:
-        assert (out / "code" / f[0]).stat().st_size == f[1]
-    # broken variant: a run that counted a different size for a file than the code shipped now
-    rep = json.loads((runs[0] / "artifact" / "submission.json").read_text())
-    rep["code_files"][0]["bytes"] += 1
-    (runs[0] / "artifact" / "submission.json").write_text(json.dumps(rep))
-    rc, cap = _submit(capsys, *runs, "--out", tmp_path / "rec2")
-    assert rc == 2 and "counted code changed since export" in cap.err and not (tmp_path / "rec2").exists()
+def test_submit_never_writes_outside_out_nor_deletes_an_input(seeds_dir, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "runs" / "seed_1"
+    shutil.copytree(seeds_dir / "seed_1", run)
+    _report(run, lambda rep: rep.update(packed={"file": "../../ESCAPED.txt"}))  # a report key older versions used
+    monkeypatch.chdir(tmp_path)
+    code, cap = _submit(capsys, run, "--out", tmp_path / "records" / "a")
+    assert code == 0, cap.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["records", "runs"]
+    assert sorted(p.name for p in (tmp_path / "records").iterdir()) == ["a"]
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "runs").rglob("*"))
+    assert any(p.endswith(".ckpt") for p in before)
+    for out in (run, tmp_path / "runs"):  # --out that is, or contains, an input run
+        code, cap = _submit(capsys, run, "--out", out, "--overwrite")
+        assert code == 2 and f"--out {out}: is or contains the input run {run}" in cap.err, cap.err
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "runs").rglob("*")) == before
+
+
+def _drop_module(script: bytes, name: str) -> bytes:
+    """The same train_gpt.py without one packed module (the stub and payload layout of golf_lit.runs.pack)."""
+    head, rest = script.split(b"b85decode(b'", 1)
+    blob, tail = rest.split(b"')", 1)
+    payload = lzma.decompress(base64.b85decode(blob)).decode()
+    first, others = payload.split("\n", 1)
+    sources = ast.literal_eval(first[2:])  # S={...}
+    del sources[name]
+    payload = f"S={sources!r}\n" + others
+    return head + b"b85decode(b'" + base64.b85encode(lzma.compress(payload.encode())) + b"')" + tail
+
+
+@pytest.mark.slow
+def test_shipped_train_gpt_alone_reproduces_a_seed(seeds_dir, tmp_path, capsys):
+    """The records folder's train_gpt.py, run alone where golf_lit cannot be imported, trains, exports and scores
+    seed 3 exactly as golf-lit fit + eval did: same ops, same order, one thread each, so the same bits."""
+    folder = tmp_path / "records" / "x"
+    code, cap = _submit(capsys, seeds_dir / "seed_3", "--out", folder)
+    assert code == 0, cap.err
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    for name in (SCRIPT_NAME, REQUIREMENTS_NAME):
+        shutil.copyfile(folder / name, rec / name)
+    site = make_site(tmp_path / "site", requirement_names(rec / REQUIREMENTS_NAME))
+    probe = run_isolated(site, ["-c", "import lightning, torch\nimport golf_lit"], cwd=rec)
+    assert probe.returncode == 1 and "No module named 'golf_lit'" in probe.stderr, probe.stderr[-2000:]
+    env = {"SEED": "3", "RUN_ID": "s3", "DATA_PATH": str(Path(resolve(SAMPLE_VAL_FILES)).parent),
+           "TOKENIZER_PATH": resolve(SAMPLE_TOKENIZER)}
+    res = run_isolated(site, [SCRIPT_NAME], cwd=rec, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ours = json.loads((seeds_dir / "seed_3" / "eval.json").read_text())["results"]
+    theirs = json.loads((rec / "runs" / "s3" / "eval.json").read_text())["results"]
+    assert [(r["name"], r["val_bpb"], r["val_loss"], r["tokens"], r["bytes"]) for r in theirs] == \
+        [(r["name"], r["val_bpb"], r["val_loss"], r["tokens"], r["bytes"]) for r in ours]
+    assert (rec / "runs" / "s3" / "artifact" / "final_model.int6.ptz").read_bytes() == \
+        (folder / "final_model_seed3.int6.ptz").read_bytes()
+    log = (rec / "logs" / "s3.txt").read_text()
+    assert "step:2/2 train_loss:" in log and re.search(r"^final_int6_roundtrip val_loss:\S+ val_bpb:\S+", log, re.M)
+    assert f"Code size: {(rec / SCRIPT_NAME).stat().st_size} bytes" in log  # the file counts itself
+    # broken variant: one traced module missing and the file no longer runs
+    (rec / SCRIPT_NAME).write_bytes(_drop_module((folder / SCRIPT_NAME).read_bytes(), "golf_lit.bpb"))
+    res = run_isolated(site, [SCRIPT_NAME], cwd=rec, env={**env, "RUN_ID": "broken"})
+    assert res.returncode != 0 and "golf_lit.bpb" in res.stderr, res.stderr[-2000:]
 
 
 def test_cli_lists_and_dispatches_the_new_commands(capsys, tmp_path):

@@ -1,33 +1,14 @@
-"""Code bytes counted against the 16,000,000-byte budget (docs/record-stack.md §9.4)."""
+"""Code bytes counted against the 16,000,000-byte budget (docs/record-stack.md §9.4).
+
+golf-lit has one definition of the counted code: the size of the run's generated ``train_gpt.py`` (the one file
+that trains and scores, golf_lit.runs.pack), so ``bytes_total`` = that file + the model bytes. The export
+(golf_lit.runs.export) generates the file and passes its size here; this module also takes a number or a file.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import golf_lit
-
-SCORER_SOURCES = (
-    "__init__.py",
-    "cli.py",
-    "bpb.py",
-    "ranks.py",
-    "io.py",
-    "train/metrics.py",
-    "model/*.py",
-    "artifact/*.py",
-    "data/paths.py",
-    "data/__init__.py",
-    "data/shards.py",
-    "data/tokenizer.py",
-    "data/vocab.py",
-    "data/byte_source.py",
-    "data/caseops.py",
-    "eval/*.py",
-    "eval/strategies/*.py",
-)
-"""Files (globs relative to the golf_lit package) a scorer needs to rebuild the model from the artifact and
-evaluate it; their UTF-8 bytes are the default code bytes."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +17,7 @@ class CodeBytes:
 
     Attributes:
         total: Bytes.
-        source: ``"auto"``, ``"file:<path>"`` or ``"number"``.
+        source: ``"auto"`` (the generated train_gpt.py), ``"file:<path>"`` or ``"number"``.
         files: ``(path, bytes)`` per counted file (empty for a given number).
     """
 
@@ -45,18 +26,18 @@ class CodeBytes:
     files: tuple[tuple[str, int], ...] = ()
 
 
-def count_code_bytes(spec: int | str | Path = "auto", package_root: Path | None = None) -> CodeBytes:
+def count_code_bytes(spec: int | str | Path) -> CodeBytes:
     """Resolve the code bytes counted against the budget.
 
     Args:
-        spec: ``"auto"`` (SCORER_SOURCES that exist now, as UTF-8 bytes), a file path (its size), or a number.
-        package_root: Directory of the golf_lit package for ``"auto"`` (default: the imported package).
+        spec: A number of bytes or a file path (its size). ``"auto"`` (the generated ``train_gpt.py``) is resolved
+            by the export, which writes that file; here it is an error.
 
     Returns:
-        The count and the files it came from.
+        The count and the file it came from.
 
     Raises:
-        ValueError: A negative number or a missing file, naming ``quant.code_bytes``.
+        ValueError: A negative number, a missing file, or ``"auto"``, naming ``quant.code_bytes``.
     """
     if isinstance(spec, bool):
         raise ValueError(f"quant.code_bytes: expected 'auto', a file path or a number of bytes, got {spec!r}")
@@ -65,10 +46,8 @@ def count_code_bytes(spec: int | str | Path = "auto", package_root: Path | None 
             raise ValueError(f"quant.code_bytes: must be >= 0, got {spec}")
         return CodeBytes(spec, "number")
     if spec == "auto":
-        root = Path(package_root) if package_root is not None else Path(golf_lit.__file__).resolve().parent
-        paths = sorted({p for pattern in SCORER_SOURCES for p in root.glob(pattern) if p.is_file()})
-        files = tuple((f"golf_lit/{p.relative_to(root).as_posix()}", len(p.read_bytes())) for p in paths)
-        return CodeBytes(sum(n for _, n in files), "auto", files)
+        raise ValueError("quant.code_bytes: 'auto' is the size of the train_gpt.py that golf-lit export writes "
+                         "(golf_lit.runs.export); give a number or a file when saving an artifact directly")
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"quant.code_bytes: {str(spec)!r} is neither 'auto', a number, nor an existing file")

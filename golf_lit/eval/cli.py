@@ -35,7 +35,8 @@ def build_parser():
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(prog="golf-lit eval", description=__doc__.split("\n\n")[0], exit_on_error=False)
+    parser = ArgumentParser(prog="golf-lit eval", description=(__doc__ or "").split("\n\n")[0],  # None when packed
+                            exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
     parser.add_class_arguments(EvalConfig, None, skip={"model", "data_origin"})
     parser.add_class_arguments(ModelConfig, "model")

@@ -11,7 +11,7 @@ One job per module:
     plot.py         ``golf-lit plot``: loss and bpb curves from runs' CSV logs
     stats.py        mean/std/standard error, Student's t, Welch's test (no scipy)
     fingerprint.py  the machine and software a result came from
-    pack/           the packed one-file code (``--code packed``)
+    pack/           train_gpt.py: the run's one packed, self-extracting file (the counted code)
 
 The top of the pipeline: may import every stage below it; nothing in golf_lit imports it except the dispatcher.
 """

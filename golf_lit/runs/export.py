@@ -6,15 +6,17 @@ Used by the ``ArtifactExport`` callback after ``fit`` and by ``golf-lit export -
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
+import yaml
 
 from golf_lit.artifact import ArtifactBudgetError, CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
 from golf_lit.artifact.budget import attempt_name
@@ -28,7 +30,7 @@ from golf_lit.eval.loading import provenance, tokenizer_record
 from golf_lit.eval.scorer import MODEL
 from golf_lit.eval.strategies import EvalContext
 from golf_lit.eval.strategies.roundtrip import Roundtrip
-from golf_lit.io import FolderLock, atomic_write_bytes, atomic_write_json, require_writable_dir
+from golf_lit.io import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text, require_writable_dir
 from golf_lit.model.config import ModelConfig
 from golf_lit.model.gpt import GPT
 from golf_lit.train.checkpoint import load_checkpoint_model
@@ -44,27 +46,34 @@ def _score(model: GPT, val_tokens: torch.Tensor, luts, seq_len: int, batch_seqs:
     return sums, time.perf_counter() - t0
 
 
-CODE_CONVENTIONS = {"auto": "package_source", "packed": "packed"}
+def minimal_fit_config(cfg: ModelConfig, extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A fit config from what an export knows without the run's config: the model, its optimizer and data
+    settings (``extra_config`` keys ``optim`` and ``data``), the trainer's defaults."""
+    extra = extra_config or {}
+    model: dict[str, Any] = cfg.to_dict()
+    if isinstance(extra.get("optim"), dict):
+        model["optim"] = dict(extra["optim"])
+    return {"model": model, "data": dict(extra.get("data") or {})}
 
 
-def _code_bytes(quant: QuantConfig, cfg: ModelConfig, seq_len: int, out: Path, report: dict[str, Any]):
-    """Code bytes and their convention: ``packed`` writes the one-file scorer beside the artifact and counts it."""
+def _code_bytes(quant: QuantConfig, out: Path, report: dict[str, Any], fit_config: dict[str, Any],
+                eval_args: list[str] | None) -> tuple[CodeBytes | None, str]:
+    """Code bytes and their convention.
+
+    ``auto`` (the default): the run's ``train_gpt.py`` (golf_lit.runs.pack) is generated from ``fit_config`` and
+    ``eval_args``, written beside the artifact with its ``requirements.txt``, and its size is the code bytes;
+    the report's ``code`` entry says what went into it. A number or a file path is counted as given.
+    """
     spec = quant.code_bytes
-    if spec != "packed":
-        convention = CODE_CONVENTIONS.get(spec) if isinstance(spec, str) else "number"
-        return None, convention or "file"
-    from golf_lit.runs.pack.build import PACKED_NAME, build_packed
+    if spec != "auto":
+        return None, "number" if isinstance(spec, int) else "file"
+    from golf_lit.runs.pack.build import REQUIREMENTS_NAME, SCRIPT_NAME, build_record_script
 
-    packed = build_packed(cfg, seq_len)
-    atomic_write_bytes(out / PACKED_NAME, packed.script)
-    report["packed"] = {
-        "file": PACKED_NAME,
-        "modules": list(packed.modules),
-        "minifier": packed.minifier,
-        "source_bytes": packed.source_bytes,
-        "minified_bytes": packed.minified_bytes,
-    }
-    return CodeBytes(len(packed.script), "packed", ((PACKED_NAME, len(packed.script)),)), "packed"
+    packed = build_record_script(fit_config, eval_args)
+    atomic_write_bytes(out / SCRIPT_NAME, packed.script)
+    atomic_write_text(out / REQUIREMENTS_NAME, "".join(f"{r}\n" for r in packed.requirements))
+    report["code"] = packed.summary()
+    return CodeBytes(len(packed.script), "auto", ((SCRIPT_NAME, len(packed.script)),)), "train_gpt"
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,8 @@ def export_model(
     log=print,
     train_files: str | None = None,
     training_time: TrainingTime | None = None,
+    fit_config: dict[str, Any] | None = None,
+    eval_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Write ``final_model.int6.ptz``, ``submission.json`` and ``config.json`` into ``out_dir``.
 
@@ -140,6 +151,9 @@ def export_model(
         log: Where record-shaped lines go.
         train_files: Training shards, for GPTQ calibration (``quant.gptq``); never the validation files.
         training_time: The training clock, to report whether training + calibration stayed within the cap.
+        fit_config: The run's resolved fit config, baked into ``train_gpt.py`` (``quant.code_bytes: auto``);
+            default: :func:`minimal_fit_config`.
+        eval_args: ``golf-lit eval`` options of the claimed evaluation, baked into ``train_gpt.py``.
 
     Returns:
         The report written to ``submission.json``.
@@ -164,7 +178,7 @@ def export_model(
     try:
         report = _export_into(stage, model, cfg, quant, val_tokens, luts, seq_len, batch_seqs, device, val_files,
                               eval_pre_quant, extra_config, extra_report, log, train_files, training_time,
-                              tokenizer_path)
+                              tokenizer_path, fit_config, eval_args)
         for name in sorted(p.name for p in stage.iterdir() if p.name != ARTIFACT_NAME) + [ARTIFACT_NAME]:
             os.replace(stage / name, out / name)
     except ArtifactBudgetError as exc:  # keep the over-budget blob beside the good artifact, as save_artifact says
@@ -177,7 +191,8 @@ def export_model(
 
 
 def _export_into(stage, model, cfg, quant, val_tokens, luts, seq_len, batch_seqs, device, val_files, eval_pre_quant,
-                 extra_config, extra_report, log, train_files, training_time, tokenizer_path) -> dict[str, Any]:
+                 extra_config, extra_report, log, train_files, training_time, tokenizer_path, fit_config,
+                 eval_args) -> dict[str, Any]:
     """The body of :func:`export_model`, writing into the temporary folder ``stage``."""
     out = stage
     report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
@@ -198,7 +213,10 @@ def _export_into(stage, model, cfg, quant, val_tokens, luts, seq_len, batch_seqs
     within = _training_budget(training_time, calibration_s, log)
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    code, convention = _code_bytes(quant, cfg, seq_len, out, report)
+    if fit_config is None:
+        fit_config = minimal_fit_config(cfg, {"data": {"val_files": val_files, "tokenizer_path": tokenizer_path,
+                                                       "train_seq_len": seq_len}, **(extra_config or {})})
+    code, convention = _code_bytes(quant, out, report, fit_config, eval_args)
     t0 = time.perf_counter()
     result = save_artifact(state, out / ARTIFACT_NAME, quant, code_bytes=code, hessians=hessians)
     export_s = time.perf_counter() - t0
@@ -271,8 +289,11 @@ class ExportOptions:
     """Tokenizer model (default: the checkpoint's data config)."""
     val_max_tokens: int | None = None
     """Score only the first N validation tokens (default: the checkpoint's data config)."""
-    code: Literal["package_source", "packed"] | None = None
-    """Code-bytes convention: the readable golf_lit scorer files (= --code_bytes auto) or one packed file."""
+    fit_config: str | None = None
+    """The run's resolved fit config (YAML) to bake into train_gpt.py, the counted code (default: the model,
+    optimizer and data of the checkpoint with the trainer's defaults)."""
+    eval_args: str | None = None
+    """golf-lit eval options of the claimed evaluation, baked into train_gpt.py (one string)."""
     lqer_sym: bool = False
     """Same as --lqer_asym false: symmetric LQER factors (kept for earlier command lines)."""
     training_cap_seconds: float | None = None
@@ -334,14 +355,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.set_defaults(recorded)  # the run's own quant block; flags given on the command line still win
     ns = parse(parser, argv)
     overrides: dict[str, Any] = {}
-    if opts.code is not None:
-        overrides["code_bytes"] = {"package_source": "auto", "packed": "packed"}[opts.code]
     if opts.lqer_sym:
         overrides["lqer_asym"] = False
     quant: QuantConfig = build(QuantConfig, ns, **overrides)
     source = "the checkpoint's ArtifactExport config" if recorded is not None else "QuantConfig defaults"
     print(f"quant: {source}, command-line flags over it")
     data_hp = ckpt.get("datamodule_hyper_parameters", {})
+    fit_config = None
+    if opts.fit_config is not None:
+        try:
+            fit_config = yaml.safe_load(Path(opts.fit_config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"--fit_config {opts.fit_config}: not a readable YAML config ({exc})") from None
+        if not isinstance(fit_config, dict):
+            raise ValueError(f"--fit_config {opts.fit_config}: expected a mapping (a golf-lit fit config)")
+    optim = ckpt.get("hyper_parameters", {}).get("optim")
     clock = next((v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("WallClockLimit")), None)
     training_time = (
         TrainingTime(float(clock["elapsed_ms"]) / 1000.0, opts.training_cap_seconds)
@@ -360,9 +388,12 @@ def main(argv: list[str] | None = None) -> int:
             seq_len=int(data_hp.get("train_seq_len", 2048)),
             val_max_tokens=opts.val_max_tokens if opts.val_max_tokens is not None else data_hp.get("val_max_tokens"),
             eval_pre_quant=not opts.no_pre_quant_eval,
-            extra_config={"checkpoint": str(opts.ckpt), "data": data_hp},
+            extra_config={"checkpoint": str(opts.ckpt), "data": data_hp,
+                          **({"optim": optim} if isinstance(optim, dict) else {})},
             train_files=data_hp.get("train_files"),
             training_time=training_time,
+            fit_config=fit_config,
+            eval_args=shlex.split(opts.eval_args) if opts.eval_args else None,
         )
     finally:
         lock.release()

@@ -7,7 +7,7 @@ Layout written by ``golf-lit seeds`` (one directory per seed)::
     RUN_DIR/fit_config.yaml       the resolved ``golf-lit fit`` config the run used (seed and paths included)
     RUN_DIR/train.log             the train log ``golf-lit fit`` writes itself (record-shaped lines)
     RUN_DIR/fit.out               the full console output of ``golf-lit fit``
-    RUN_DIR/artifact/             final_model.int6.ptz, submission.json, config.json (+ packed_eval.py)
+    RUN_DIR/artifact/             final_model.int6.ptz, submission.json, config.json, train_gpt.py, requirements.txt
     RUN_DIR/eval.json, eval.log   the ``golf-lit eval`` report and console output
 
 A directory written by a plain ``golf-lit fit`` works too (it writes ``train.log`` into its

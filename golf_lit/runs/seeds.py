@@ -22,7 +22,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -61,11 +61,11 @@ def resolve_fit_config(config: str, overrides: list[str]) -> dict[str, Any]:
 
 
 def seed_config(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | None = None,
-                code: str | None = None) -> dict[str, Any]:
+                eval_args: list[str] | None = None) -> dict[str, Any]:
     """The config of one seed: ``base`` with the seed and every output inside ``run_dir``
     (:func:`golf_lit.runs.rundir.relocate_outputs`); with ``fixed_steps``, ``trainer.max_steps`` set and the
-    wall-clock cap off (fixed-step mode); with ``code`` (``"packed"`` or ``"package_source"``), the export's
-    code-bytes convention."""
+    wall-clock cap off (fixed-step mode); with ``eval_args``, the claimed evaluation (``golf-lit eval`` options)
+    that the export bakes into the run's ``train_gpt.py``."""
     cfg = relocate_outputs(base, run_dir)
     cfg["seed_everything"] = int(seed)
     trainer = cfg["trainer"]
@@ -74,17 +74,17 @@ def seed_config(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int
     for cb in trainer.get("callbacks") or []:
         args = cb.get("init_args") if isinstance(cb, dict) else None
         name = str(cb.get("class_path", "")).split(".")[-1] if isinstance(cb, dict) else ""
-        if name == "ArtifactExport" and code is not None:
-            args.setdefault("quant", {})["code_bytes"] = {"packed": "packed", "package_source": "auto"}[code]
+        if name == "ArtifactExport" and eval_args is not None and args is not None:
+            args["eval_args"] = list(eval_args)
         if name == "WallClockLimit" and fixed_steps is not None and args is not None:
             args["max_wallclock_seconds"] = 0
     return cfg
 
 
 def run_seed(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int | None, eval_args: list[str],
-             code: str | None = None, log=print) -> Run:
+             log=print) -> Run:
     """Train and score one seed in ``run_dir`` (reused when it already holds a finished run of the same config)."""
-    cfg = seed_config(base, seed, run_dir, fixed_steps, code)
+    cfg = seed_config(base, seed, run_dir, fixed_steps, eval_args)
     cfg_path = run_dir / FIT_CONFIG
     if (run_dir / EVAL_REPORT).is_file() and cfg_path.is_file() and yaml.safe_load(cfg_path.read_text()) == cfg:
         log(f"seed {seed}: already finished in {run_dir}, reusing it")
@@ -234,8 +234,6 @@ class SeedsOptions:
     """Output directory (default: runs/seeds_<config name>)."""
     fixed_steps: int | None = None
     """Fixed-step mode: trainer.max_steps = N with the wall-clock cap off."""
-    code: Literal["package_source", "packed"] | None = None
-    """Code-bytes convention of the export (default: the config's)."""
     eval_args: str = DEFAULT_EVAL_ARGS
     """golf-lit eval options, one string."""
     result: str | None = None
@@ -298,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     base = resolve_fit_config(args.config, overrides)
     eval_args = shlex.split(args.eval_args)
     check_eval_windows(base, eval_args)  # before any training: a bad window setting would fail only after it
-    runs = [run_seed(base, s, out / f"seed_{s}", args.fixed_steps, eval_args, args.code) for s in args.seeds]
+    runs = [run_seed(base, s, out / f"seed_{s}", args.fixed_steps, eval_args) for s in args.seeds]
     check_same_config(runs)
     baseline = baseline_values(args.baseline) if args.baseline else None
     rows = [run_row(r, args.result) for r in runs]

@@ -3,8 +3,9 @@
 From finished seed runs (layout in :mod:`golf_lit.runs.rundir`, e.g. written by ``golf-lit seeds``) it assembles:
 
 - ``final_model_seed<S>.int6.ptz``: each seed's artifact;
-- the code the artifact is scored with: ``packed_eval.py`` (code convention ``packed``) or ``code/golf_lit/...``
-  (``package_source``), whose bytes are counted from the files shipped here;
+- ``train_gpt.py``: the one self-extracting file that trains, writes the artifact and scores it with the claimed
+  strategy chain (golf_lit.runs.pack; the same file for every seed), and the ``requirements.txt`` it imports from;
+  its size is the counted code;
 - ``train_seed<S>.log`` / ``eval_seed<S>.log``: every seed's full console output, ``eval_seed<S>.json``;
 - ``fit_config.yaml``: the resolved config (identical across seeds except the seed and paths);
 - ``submission.json``: per-seed val_bpb with mean and std, bytes (total, model, code), timings per phase,
@@ -12,8 +13,11 @@ From finished seed runs (layout in :mod:`golf_lit.runs.rundir`, e.g. written by 
 - ``README.md``: a skeleton with the results table filled in.
 
 It refuses (one line naming the run and the reason, exit status 2) a seed over 16,000,000 bytes, over the
-training or evaluation time budget, from a different config, without its training log, or whose counted code
-changed since it was exported. The folder is built in a temporary directory and renamed into place.
+training or evaluation time budget, from a different config, without its training log, whose ``train_gpt.py``
+differs from another seed's, whose code changed since it was trained (the traced sources' sha256), whose claimed
+result the shipped ``train_gpt.py`` does not compute, or whose reports name a file outside the run folder. It
+writes nothing outside ``--out`` (the folder is built in a temporary sibling and renamed into place), and
+``--overwrite`` never replaces a folder that is, or holds, one of the input runs.
 """
 
 from __future__ import annotations
@@ -27,11 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import golf_lit
 from golf_lit.io import atomic_write_json, atomic_write_text
 from golf_lit.options import add_options, build, command_parser, parse
 from golf_lit.runs.fingerprint import describe, fingerprint, git_commit
-from golf_lit.runs.rundir import Run, RunError, check_same_config, dump_config, load_run, relocate_outputs
+from golf_lit.runs.rundir import (
+    ARTIFACT_DIR,
+    Run,
+    RunError,
+    check_same_config,
+    config_difference,
+    dump_config,
+    load_run,
+    relocate_outputs,
+)
 from golf_lit.runs.seeds import (
     CHALLENGE_ALPHA,
     CHALLENGE_DELTA_NATS,
@@ -44,7 +56,7 @@ from golf_lit.runs.seeds import (
 LIMIT_BYTES = 16_000_000
 TRAIN_BUDGET_S = 600.0
 EVAL_BUDGET_S = 600.0
-SHIPPABLE = ("packed", "package_source")
+CONVENTION = "train_gpt"
 
 
 class SubmissionError(RunError):
@@ -76,51 +88,107 @@ def portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return relocate_outputs(cfg, "runs/submission")
 
 
-def _ship_code(runs: list[Run], dest: Path) -> tuple[str, list[dict[str, Any]]]:
-    """Copy the counted code into ``dest``; returns the convention and the shipped files with their sizes."""
-    first = runs[0]
-    convention = first.report.get("code_convention")
+def _inside(run: Run, path: Path, what: str) -> Path:
+    """``path`` resolved (links followed), refused unless it lies inside the run folder."""
+    where = path.resolve()
+    if not where.is_relative_to(run.path.resolve()):
+        raise SubmissionError(f"run {run.path}: {what} points outside the run folder ({where})")
+    return where
+
+
+def _check_paths(run: Run) -> None:
+    """Every file the run's reports and layout name stays inside the run folder; the seed is a number."""
+    _inside(run, run.artifact, "the artifact named by artifact/submission.json")
+    for log in (run.train_log, run.eval_log):
+        if log is not None:
+            _inside(run, log, log.name)
+    if not isinstance(run.seed, int) or isinstance(run.seed, bool):
+        raise SubmissionError(f"run {run.path}: seed_everything must be an integer, got {run.seed!r}")
+
+
+def _check_not_an_input(out: Path, runs: list[Run]) -> None:
+    """Refuse an ``--out`` that is, or contains, an input run (``--overwrite`` would delete it)."""
+    target = out.resolve()
     for run in runs:
-        conv = run.report.get("code_convention")
-        if conv not in SHIPPABLE:
-            raise SubmissionError(f"run {run.path}: code convention {conv!r} cannot be shipped "
-                                  f"(export with --code packed or package_source)")
-        if conv != convention:
-            raise SubmissionError(f"run {run.path}: code convention {conv!r} differs from run {first.path} "
-                                  f"({convention!r})")
-    shipped: list[dict[str, Any]] = []
-    if convention == "packed":
-        name = first.report["packed"]["file"]
-        data = (first.path / "artifact" / name).read_bytes()
-        for run in runs:
-            src = run.path / "artifact" / name
-            if not src.is_file():
-                raise SubmissionError(f"run {run.path}: packed code artifact/{name} is missing")
-            if src.read_bytes() != data:
-                raise SubmissionError(f"run {run.path}: packed code artifact/{name} differs from run {first.path}'s")
-        (dest / name).write_bytes(data)
-        shipped.append({"path": name, "bytes": len(data)})
-        return convention, shipped
-    root = Path(golf_lit.__file__).resolve().parent.parent
-    for entry in first.report.get("code_files", []):
-        src = root / entry["path"]
-        now = len(src.read_bytes()) if src.is_file() else None
-        if now != entry["bytes"]:
-            raise SubmissionError(f"run {first.path}: counted code changed since export: {entry['path']} "
-                                  f"({entry['bytes']} bytes then, {now} now)")
-        target = dest / "code" / entry["path"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
-        shipped.append({"path": f"code/{entry['path']}", "bytes": target.stat().st_size})
-    return convention, shipped
+        if run.path.resolve().is_relative_to(target):
+            raise SubmissionError(f"--out {out}: is or contains the input run {run.path}; choose another folder")
+
+
+def _claimed_is_computed(run: Run, result: str | None, eval_args: list[str]) -> None:
+    """Refuse a claimed result that the baked evaluation of ``train_gpt.py`` does not compute."""
+    from golf_lit.eval.scorer import MODEL
+    from golf_lit.runs.pack.build import eval_strategies
+
+    claimed = run.result(result)
+    if not run.eval_report:  # export's roundtrip: train_gpt.py computes it in every case
+        return
+    baked = eval_strategies(eval_args) if eval_args else []
+    ran = [r.get("strategy") for r in run.eval_report.get("results", [])]
+    if not eval_args:
+        raise SubmissionError(f"run {run.path}: claims {claimed['name']} from eval.json, but its train_gpt.py bakes "
+                              "no evaluation (set ArtifactExport.eval_args, e.g. with golf-lit seeds --eval-args)")
+    if claimed.get("strategy") not in baked or any(s not in baked for s in ran):
+        raise SubmissionError(f"run {run.path}: claims {claimed['name']} (strategies {sorted(set(ran))} in "
+                              f"eval.json), but its train_gpt.py computes only {baked}")
+    ngram = any(a in ("--ngram", "--ngram=true", "--ngram=True") for a in eval_args)
+    if claimed.get("variant", MODEL) != MODEL and not ngram:
+        raise SubmissionError(f"run {run.path}: claims the n-gram variant {claimed['name']}, but its train_gpt.py "
+                              "does not run the n-gram mixer")
+
+
+def _ship_code(runs: list[Run], dest: Path, result: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """Check every run's ``train_gpt.py`` and copy the one file into ``dest``; returns the convention and files."""
+    from golf_lit.runs.pack.build import (
+        REQUIREMENTS_NAME,
+        SCRIPT_NAME,
+        current_sources_digest,
+        portable_fit_config,
+        read_baked,
+    )
+
+    first, script, reqs = runs[0], None, None
+    for run in runs:
+        code = run.report.get("code")
+        if run.report.get("code_convention") != CONVENTION or not isinstance(code, dict):
+            raise SubmissionError(f"run {run.path}: its counted code is not a generated {SCRIPT_NAME} (convention "
+                                  f"{run.report.get('code_convention')!r}); train or export with quant.code_bytes "
+                                  "auto")
+        path = _inside(run, run.path / ARTIFACT_DIR / SCRIPT_NAME, f"{ARTIFACT_DIR}/{SCRIPT_NAME}")
+        req_path = _inside(run, run.path / ARTIFACT_DIR / REQUIREMENTS_NAME, f"{ARTIFACT_DIR}/{REQUIREMENTS_NAME}")
+        if not path.is_file() or not req_path.is_file():
+            raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME} or its {REQUIREMENTS_NAME} is missing")
+        data = path.read_bytes()
+        if len(data) != run.report.get("bytes_code"):
+            raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME} has {len(data):,} bytes but the run "
+                                  f"counted {run.report.get('bytes_code')!r}")
+        if script is None:
+            script, reqs = data, req_path.read_bytes()
+        elif data != script or req_path.read_bytes() != reqs:
+            raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME} differs from run {first.path}'s "
+                                  "(a records folder ships one train_gpt.py for every seed)")
+        try:
+            baked = read_baked(data)
+        except ValueError as exc:
+            raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME}: {exc}") from None
+        diff = config_difference(portable_fit_config(run.config), baked["fit"])
+        if diff or portable_fit_config(run.config) != baked["fit"]:
+            raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME} bakes another config than the run's "
+                                  f"resolved config ({diff or 'seed or output paths'})")
+        if current_sources_digest(baked["fit"]) != code.get("sources_sha256"):
+            raise SubmissionError(f"run {run.path}: the golf_lit code changed since the run was trained (the traced "
+                                  "sources' sha256 differs from artifact/submission.json code.sources_sha256); "
+                                  "train it again with this code")
+        _claimed_is_computed(run, result, list(baked["eval"]))
+    (dest / SCRIPT_NAME).write_bytes(script)
+    (dest / REQUIREMENTS_NAME).write_bytes(reqs)
+    return CONVENTION, [{"path": SCRIPT_NAME, "bytes": len(script)}]
 
 
 def _readme(name: str, rows: list[dict[str, Any]], summary: dict[str, Any], sub: dict[str, Any]) -> str:
     seeds = " ".join(str(r["seed"]) for r in rows)
     fp = sub["fingerprints"][0]
-    code = ("one self-extracting file, `packed_eval.py` (minified, lzma + base85; run it alone: "
-            "`python packed_eval.py --artifact final_model_seed<S>.int6.ptz`)"
-            if sub["code_convention"] == "packed" else "the readable golf_lit scorer sources under `code/`")
+    code = ("one self-extracting file, `train_gpt.py` (the golf_lit modules it runs, minified, lzma + base85, "
+            "with the resolved training config and the evaluation baked in)")
     return f"""# {name}
 
 TODO: one paragraph on what this submission changes and why.
@@ -149,13 +217,16 @@ timings are in `submission.json` (`timings`).
 ## Reproduce
 
 ```bash
+pip install -r requirements.txt
 for seed in {seeds}; do
-  golf-lit fit --config fit_config.yaml --seed_everything $seed --trainer.default_root_dir runs/seed_$seed
+  SEED=$seed RUN_ID=seed_$seed DATA_PATH=./data/datasets/fineweb10B_sp1024 \\
+    TOKENIZER_PATH=./data/tokenizers/fineweb_1024_bpe.model torchrun --standalone --nproc_per_node=8 train_gpt.py
 done
 ```
 
-(`fit_config.yaml` writes into the paths recorded in it; `golf-lit seeds --config fit_config.yaml --seeds {seeds}`
-does the same with one directory per seed and scores each.)
+Each run trains under the cap, writes `runs/seed_<S>/artifact/final_model.int6.ptz`, scores it with the claimed
+strategies and logs to `logs/seed_<S>.txt`. With golf-lit installed, `golf-lit fit --config fit_config.yaml
+--seed_everything <S>` trains the same run.
 
 ## Files
 
@@ -179,7 +250,9 @@ def build_submission(run_dirs: list[str | Path], out: str | Path, *, name: str |
     if not run_dirs:
         raise SubmissionError("give at least one run directory")
     runs = [load_run(d) for d in run_dirs]
+    _check_not_an_input(out, runs)
     for run in runs:
+        _check_paths(run)
         if run.train_log is None:
             raise SubmissionError(f"run {run.path}: training log train.log is missing")
         if run.eval_report is not None and run.eval_log is None:
@@ -199,7 +272,7 @@ def build_submission(run_dirs: list[str | Path], out: str | Path, *, name: str |
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        convention, code_files = _ship_code(runs, tmp)
+        convention, code_files = _ship_code(runs, tmp, result)
         bytes_code = sum(f["bytes"] for f in code_files)
         rows, seeds = [], []
         for run in runs:

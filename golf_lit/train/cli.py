@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -300,6 +301,8 @@ class GolfCLI(LightningCLI):
             for shard in find_shards(resolve(val)):
                 if not shard.name.startswith(SIDECAR_PREFIX):
                     check_token_ids(load_shard(shard), vocab, str(shard))
+        if subcommand == "fit":
+            self._hand_over_fit_config()
         cfg = self.config_init[subcommand]
         if "ckpt_path" in cfg:
             cfg["ckpt_path"] = resolve_resume_path(cfg["ckpt_path"], self._checkpoint_dirs())
@@ -312,6 +315,16 @@ class GolfCLI(LightningCLI):
             return
         self._lock = FolderLock(self.trainer.default_root_dir, "trainer.default_root_dir").acquire()
 
+    def _hand_over_fit_config(self) -> None:
+        """Give the resolved fit config to the callbacks that ask for it (``ArtifactExport`` packs it into
+        ``train_gpt.py``): those with a ``fit_config`` attribute."""
+        wanting = [cb for cb in self.trainer.callbacks if hasattr(cb, "fit_config")]
+        if wanting:
+            text = self._parser("fit").dump(self.config["fit"], skip_none=False)
+            resolved = yaml.safe_load(text)
+            for cb in wanting:
+                cb.fit_config = resolved
+
     def before_fit(self) -> None:
         self._before("fit")
         self._lock_run_folder()
@@ -320,3 +333,23 @@ class GolfCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self._before("validate")
+
+
+CLI_DEFAULTS: dict = {
+    "seed_everything_default": 1337,
+    "save_config_kwargs": {"overwrite": True},
+    "trainer_defaults": {"use_distributed_sampler": False, "check_val_every_n_epoch": None},
+    "parser_kwargs": {"prog": "golf-lit"},
+}
+"""How ``golf-lit fit`` builds its GolfCLI (also what ``train_gpt.py`` runs)."""
+
+
+def run_fit(args: dict | list[str] | None) -> GolfCLI:
+    """Run GolfCLI with golf-lit's module, data module and defaults; ``args`` as LightningCLI takes them."""
+    from jsonargparse import set_docstring_parse_options
+
+    from golf_lit.data.datamodule import GolfDataModule
+    from golf_lit.train.module import GolfLM
+
+    set_docstring_parse_options(attribute_docstrings=True)
+    return GolfCLI(GolfLM, GolfDataModule, args=args, **CLI_DEFAULTS)
