@@ -25,6 +25,7 @@ from golf_lit.train.checkpoint import (
     LAST_IF_PRESENT,
     CheckpointError,
     SafeCheckpointIO,
+    check_checkpoint_model,
     check_checkpoint_shapes,
     load_checkpoint,
     resolve_resume_path,
@@ -248,6 +249,11 @@ class GolfCLI(LightningCLI):
             raise CheckpointError(f"{ckpt_path}: hyper_parameters is a {type(raw).__name__}, expected a dict")
         # Plain data can still name classes: check them all before jsonargparse imports any (issue: somemodule.X).
         refuse_foreign_class_paths(raw, str(ckpt_path), "hyper_parameters")
+        weights = ckpt.get("state_dict")
+        if isinstance(weights, dict) and any(isinstance(k, str) and k.startswith("gpt.") for k in weights):
+            # the hyper_parameters describe a bounded model and the weights are exactly that model's, before
+            # they are parsed into the config (a forged num_layers would otherwise build a model without limit)
+            check_checkpoint_model(Path(str(ckpt_path)), raw, weights)
         check_checkpoint_shapes(ckpt, self.config[sub].get("model"), str(ckpt_path))
         hparams = dict(raw)
         hparams.pop("_instantiator", None)
