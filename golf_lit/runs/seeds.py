@@ -15,7 +15,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
@@ -268,15 +267,21 @@ def check_eval_windows(base: dict[str, Any], eval_args: list[str]) -> None:
     """
     from golf_lit.eval.strategies.sliding import SlidingConfig
 
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--sliding.seq_len", "--sliding.seq-len", dest="seq_len", type=int, default=None)
-    parser.add_argument("--sliding.stride", dest="stride", type=int, default=None)
-    try:
-        got, _ = parser.parse_known_args(eval_args)
-    except SystemExit:
-        raise ValueError(f"--eval-args: --sliding.seq_len / --sliding.stride need integers, got {eval_args}") from None
-    seq_len = got.seq_len or ((base.get("data") or {}).get("train_seq_len")) or SlidingConfig.seq_len
-    stride = got.stride or SlidingConfig.stride
+    def option(name: str) -> int | None:  # the last value given, as eval's parser would take it
+        found = None
+        for i, arg in enumerate(eval_args):
+            key, eq, value = arg.partition("=")
+            if key[:2] + key[2:].replace("-", "_") == name:
+                found = value if eq else (eval_args[i + 1] if i + 1 < len(eval_args) else "")
+        if found is None:
+            return None
+        try:
+            return int(found)
+        except ValueError:
+            raise ValueError(f"--eval-args: {name} needs an integer, got {found!r}") from None
+
+    seq_len = option("--sliding.seq_len") or ((base.get("data") or {}).get("train_seq_len")) or SlidingConfig.seq_len
+    stride = option("--sliding.stride") or SlidingConfig.stride
     try:
         SlidingConfig(seq_len=int(seq_len), stride=int(stride))
     except ValueError as exc:
