@@ -320,8 +320,9 @@ HOSTILE_ROWS = [
     ("export-ckpt-million-layers", lambda f: ex(f["million_layers.ckpt"], "--out", f["tmp"] / "o"),
      "model.num_layers=1000000"),
     # fit reads the checkpoint's hyper_parameters into its config: bounded before anything is built
-    ("fit-ckpt-million-layers", lambda f: fit("--ckpt_path", f["million_layers.ckpt"],
-                                              "--trainer.default_root_dir", f["tmp"] / "r"), "model.num_layers=1000000"),
+    ("fit-ckpt-million-layers",
+     lambda f: fit("--ckpt_path", f["million_layers.ckpt"], "--trainer.default_root_dir", f["tmp"] / "r"),
+     "model.num_layers=1000000"),
     ("export-ckpt-wrong-type", lambda f: ex(f["two_layers.ckpt"], "--out", f["tmp"] / "o"), "two_layers.ckpt"),
     ("export-ckpt-nan-weight", lambda f: ex(f["nan_weight.ckpt"], "--out", f["tmp"] / "o"), "NaN or infinite"),
     ("export-ckpt-wrong-shape", lambda f: ex(f["shape.ckpt"], "--out", f["tmp"] / "o"), "of shape (3, 5)"),

@@ -122,10 +122,16 @@ def test_split_args_keeps_own_options_and_passes_the_rest_on():
 
 def test_one_relocation_rule_for_seeds_ablate_and_submit(tmp_path):
     smoke = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    # the shipped configs name no logger (it follows default_root_dir); a config that names one gets it moved too
+    smoke["trainer"]["logger"] = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                   "init_args": {"save_dir": "runs/smoke"}}]
+    for cb in smoke["trainer"]["callbacks"]:  # likewise a checkpoint directory named explicitly
+        if cb["class_path"].endswith("ResumableCheckpoint"):
+            cb["init_args"]["dirpath"] = "runs/smoke/checkpoints"
     cfg = relocate_outputs(smoke, tmp_path)
     trainer = cfg["trainer"]
     assert trainer["default_root_dir"] == str(tmp_path)
-    assert all(lg["init_args"]["save_dir"] == str(tmp_path) for lg in trainer["logger"])
+    assert [lg["init_args"]["save_dir"] for lg in trainer["logger"]] == [str(tmp_path)]
     dirs = {c["class_path"].split(".")[-1]: c["init_args"].get("dirpath") for c in trainer["callbacks"]
             if "dirpath" in (c.get("init_args") or {})}
     assert dirs == {"ArtifactExport": str(tmp_path / "artifact"), "ResumableCheckpoint": str(tmp_path / "checkpoints")}

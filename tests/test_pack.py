@@ -85,11 +85,13 @@ def test_minify_drops_docstrings_and_keeps_behaviour(minifier):
 
 
 def _seeded(cfg: dict, seed: int, root: str) -> dict:
+    """``cfg`` as one seed's run gets it: its seed and output paths, a logger included (the shipped configs name
+    none, so one is added: its save_dir is an output path too)."""
     out = json.loads(json.dumps(cfg))
     out["seed_everything"] = seed
     out["trainer"]["default_root_dir"] = root
     out["trainer"]["callbacks"][-2]["init_args"]["dirpath"] = f"{root}/checkpoints"
-    out["trainer"]["logger"][0]["init_args"]["save_dir"] = root
+    out["trainer"]["logger"] = [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": root}}]
     return out
 
 
@@ -163,7 +165,8 @@ def test_eval_strategies_of_baked_options():
 
 
 def test_environment_variables_map_onto_the_config(tmp_path):
-    baked = portable_fit_config(SMOKE)
+    seeded = _seeded(SMOKE, 1, "runs/a")  # with a logger, whose save_dir follows RUN_ID too
+    baked = portable_fit_config(seeded)
     env = {"DATA_PATH": "/d/sp8192", "TOKENIZER_PATH": "/t/x.model", "SEED": "42", "RUN_ID": "r7",
            "MAX_WALLCLOCK_SECONDS": "590", "ITERATIONS": "20000"}
     cfg, root = apply_env(baked, env, "/rec/train_gpt.py")
@@ -176,7 +179,7 @@ def test_environment_variables_map_onto_the_config(tmp_path):
     assert cbs["WallClockLimit"]["max_wallclock_seconds"] == 590.0
     assert cbs["ArtifactExport"]["quant"]["code_bytes"] == "/rec/train_gpt.py"  # the file counts itself
     assert cfg["trainer"]["logger"][0]["init_args"]["save_dir"] == "runs/r7"
-    assert baked == portable_fit_config(SMOKE)  # not modified in place
+    assert baked == portable_fit_config(seeded)  # not modified in place
     default, root = apply_env(baked, {}, "t.py")
     assert default["seed_everything"] == 1337 and root == Path("runs/train_gpt")
     assert default["data"] == SMOKE["data"] and default["trainer"]["max_steps"] == SMOKE["trainer"]["max_steps"]

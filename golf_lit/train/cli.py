@@ -59,9 +59,9 @@ Anything else is refused before it is imported (docs/safety.md)."""
 
 
 def _alias_installed() -> bool:
-    import golf_lit.callbacks as pkg
-
-    return sys.modules.get("callbacks") is pkg
+    """The dispatcher aliased ``callbacks`` to golf_lit.callbacks (looked up, never imported, from here)."""
+    pkg = sys.modules.get("golf_lit.callbacks")
+    return pkg is not None and sys.modules.get("callbacks") is pkg
 
 
 def class_path_allowed(path: str) -> bool:
