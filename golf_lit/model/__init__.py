@@ -7,6 +7,7 @@ One job per module:
     layers.py     ``CastedLinear``, RMS norm, rotary embeddings, segment positions
     losses.py     per-token NLL and the (fused, softcapped) training loss
     names.py      which parameters are control tensors (kept in float by the artifact)
+    size.py       bounds on a model described by an untrusted file (checked before anything is allocated)
 
 Imports nothing of golf_lit but itself: never torch.distributed, lightning, callbacks, eval or later stages.
 """
