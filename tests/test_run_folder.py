@@ -207,15 +207,31 @@ def test_sigterm_during_fit_stops_cleanly_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_export_leaves_no_artifact_without_its_config(tmp_path):
+def test_interrupted_export_leaves_no_artifact_without_its_config(tmp_path, monkeypatch, capsys):
+    """Ctrl-C (SIGINT is Python's KeyboardInterrupt) at the worst moment: the new artifact and its submission.json
+    are written, its config.json is not. Raised at that exact point rather than by a timed signal, which a fast
+    export can outrun (a real SIGTERM is sent to a fit in the test above)."""
+    import golf_lit.runs.export as export
+
     assert main(fit(tmp_path / "run", 1)) == 0
     out = tmp_path / "run" / "artifact"
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    proc = start(["export", "--ckpt", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--out", str(out),
-                  "--zstd_levels", "3"], tmp_path)
-    wait_for_line(proc, "pre_quant")
-    code, err = stopped(proc, signal.SIGINT)
+    written = []
+    real_write = export.atomic_write_json
+
+    def ctrl_c_before_config(path, data):
+        if Path(path).name == "config.json":
+            written.extend(sorted(p.name for p in Path(path).parent.iterdir()))
+            raise KeyboardInterrupt
+        return real_write(path, data)
+
+    monkeypatch.setattr(export, "atomic_write_json", ctrl_c_before_config)
+    capsys.readouterr()
+    code = main(["export", "--ckpt", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--out", str(out),
+                 "--zstd_levels", "3"])
+    err = capsys.readouterr().err
     assert code == 130 and "Traceback" not in err, err[-3000:]
+    assert "final_model.int6.ptz" in written and "submission.json" in written  # interrupted mid-way, truly
     assert [ln for ln in err.splitlines() if ln.startswith("golf-lit")] == [
         "golf-lit export: interrupted by SIGINT; partial outputs removed"], err[-3000:]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous export, whole; no temp folder
