@@ -5,6 +5,7 @@ Used by the ``ArtifactExport`` callback after ``fit`` and by ``golf-lit export -
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -162,7 +163,7 @@ def export_model(
         golf_lit.artifact.ArtifactBudgetError: No variant fits; the last blob is kept under an over-budget name.
     """
     quant = quant or QuantConfig()
-    out = Path(out_dir)
+    final = Path(out_dir)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     cfg: ModelConfig = model.cfg
     sp = load_tokenizer(resolve(tokenizer_path))
@@ -170,107 +171,103 @@ def export_model(
     val_tokens = load_validation_tokens(resolve(val_files), seq_len, val_max_tokens)
     luts = load_byte_source(resolve(val_files), sp, cfg.vocab_size, val_tokens.numel(),  # LUTs or CaseOps sidecar
                             tokenizer_path=tokenizer_path)
-    out.mkdir(parents=True, exist_ok=True)  # after the inputs load: a bad tokenizer or shard leaves no folder
-    # Everything is built in a temporary folder inside `out` and moved in at the end, the artifact last: an
-    # interrupted export (Ctrl-C, SIGTERM, a full disk) never leaves an artifact without its config.json and
-    # submission.json, and never touches the previous export's files.
+    final.mkdir(parents=True, exist_ok=True)  # after the inputs load: a bad tokenizer or shard leaves no folder
+    with _staged(final) as out:  # every file below is written into the staging folder, moved in at the end
+        report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
+        if eval_pre_quant:
+            sums, secs = _score(model, val_tokens, luts, seq_len, batch_seqs, device)
+            log(f"pre_quant val_loss:{sums.val_loss:.4f} val_bpb:{sums.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms")
+            report.update(pre_quant_val_loss=sums.val_loss, pre_quant_val_bpb=sums.val_bpb)
+
+        hessians, calibration_s = None, 0.0
+        if quant.gptq:
+            if train_files is None:
+                raise ValueError("quant.gptq: calibration needs the training files (train_files); none were given")
+            t0 = time.perf_counter()
+            hessians = calibrate(model, resolve(train_files), quant, seq_len)
+            calibration_s = time.perf_counter() - t0
+            log(f"gptq:calibrated {len(hessians)} Hessians on {quant.gptq_calibration_batches} training batches "
+                f"in {calibration_s:.1f}s")  # fmt: skip
+        within = _training_budget(training_time, calibration_s, log)
+
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        if fit_config is None:
+            fit_config = minimal_fit_config(cfg, {"data": {"val_files": val_files, "tokenizer_path": tokenizer_path,
+                                                           "train_seq_len": seq_len}, **(extra_config or {})})
+        code, convention = _code_bytes(quant, out, report, fit_config, eval_args)
+        t0 = time.perf_counter()
+        result = save_artifact(state, out / ARTIFACT_NAME, quant, code_bytes=code, hessians=hessians)
+        export_s = time.perf_counter() - t0
+        log(
+            f"Serialized model int6+{result.compressor}: {result.bytes_model} bytes "
+            f"({attempt_name(result.compressor, result.level)}"
+            + (f", int5 layers {list(result.int5_layers)})" if result.int5_layers else ")")
+        )
+        demotion = int5_warning(result.int5_layers, quant.matrix_bits)
+        if demotion:
+            log(demotion)
+            report["warnings"] = [demotion]
+        log(f"Code size: {result.code_bytes} bytes")
+        log(f"Total submission size: {result.bytes_total} bytes (limit {result.limit_bytes})")
+
+        fresh = GPT(cfg).to(device)
+        fresh.load_state_dict(load_artifact_state_dict(out / ARTIFACT_NAME, fresh.state_dict()), strict=True)
+        sums, secs = _score(fresh, val_tokens, luts, seq_len, batch_seqs, device)
+        log(f"final_int6_roundtrip val_loss:{sums.val_loss:.4f} val_bpb:{sums.val_bpb:.4f} "
+            f"eval_time:{1000 * secs:.0f}ms")
+        log(f"final_int6_roundtrip_exact val_loss:{sums.val_loss:.8f} val_bpb:{sums.val_bpb:.8f}")
+
+        summary = result.summary()
+        report.update(
+            val_bpb=sums.val_bpb,
+            val_loss=sums.val_loss,
+            val_tokens=int(sums.token_count),
+            val_bytes=int(sums.byte_count),
+            val_files=val_files,
+            eval=f"non-overlapping (roundtrip), seq_len {seq_len}",
+            **{k: summary[k] for k in ("bytes_total", "bytes_model", "bytes_code", "limit_bytes", "fits", "zstd_level",
+                                       "int5_layers")},
+            **({"compressor": result.compressor} if result.compressor != "zstd" else {}),
+            code_files=summary["code_files"],
+            code_convention=convention,
+            timings={
+                **({"train_s": training_time.train_s} if training_time else {}),
+                **({"calibration_s": calibration_s} if quant.gptq else {}),
+                **summary["timings"],
+                "export_s": export_s,
+                "roundtrip_eval_s": secs,
+            },
+            **({"within_training_budget": within} if within is not None else {}),
+            sizes_tried=summary["sizes_tried"],
+            per_tensor=summary["per_tensor"],
+            **(extra_report or {}),
+        )
+        atomic_write_json(out / "submission.json", report)
+        atomic_write_json(out / "config.json", {**provenance(out / ARTIFACT_NAME), "model": cfg.to_dict(),
+                                                "quant": quant.to_dict(), "tokenizer": tokenizer_record(tokenizer_path),
+                                                **(extra_config or {})})
+    return report
+
+
+@contextlib.contextmanager
+def _staged(out: Path):
+    """A temporary folder inside ``out`` whose files move into ``out`` when the block succeeds, the artifact last.
+
+    An interrupted export (Ctrl-C, SIGTERM, a full disk) never leaves an artifact without its config.json and
+    submission.json, and never touches the previous export's files. An over-budget blob is kept beside the good
+    artifact (as ``save_artifact`` does); the folder is always removed.
+    """
     stage = Path(tempfile.mkdtemp(prefix=".export.", suffix=".tmp", dir=out))
     try:
-        report = _export_into(stage, model, cfg, quant, val_tokens, luts, seq_len, batch_seqs, device, val_files,
-                              eval_pre_quant, extra_config, extra_report, log, train_files, training_time,
-                              tokenizer_path, fit_config, eval_args)
+        yield stage
         for name in sorted(p.name for p in stage.iterdir() if p.name != ARTIFACT_NAME) + [ARTIFACT_NAME]:
             os.replace(stage / name, out / name)
-    except ArtifactBudgetError as exc:  # keep the over-budget blob beside the good artifact, as save_artifact says
+    except ArtifactBudgetError as exc:
         kept = out / exc.over_budget_path.name
         os.replace(exc.over_budget_path, kept)
         raise ArtifactBudgetError(str(exc).replace(str(stage), str(out)), exc.result, kept) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return report
-
-
-def _export_into(stage, model, cfg, quant, val_tokens, luts, seq_len, batch_seqs, device, val_files, eval_pre_quant,
-                 extra_config, extra_report, log, train_files, training_time, tokenizer_path, fit_config,
-                 eval_args) -> dict[str, Any]:
-    """The body of :func:`export_model`, writing into the temporary folder ``stage``."""
-    out = stage
-    report: dict[str, Any] = {"artifact": ARTIFACT_NAME}
-    if eval_pre_quant:
-        sums, secs = _score(model, val_tokens, luts, seq_len, batch_seqs, device)
-        log(f"pre_quant val_loss:{sums.val_loss:.4f} val_bpb:{sums.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms")
-        report.update(pre_quant_val_loss=sums.val_loss, pre_quant_val_bpb=sums.val_bpb)
-
-    hessians, calibration_s = None, 0.0
-    if quant.gptq:
-        if train_files is None:
-            raise ValueError("quant.gptq: calibration needs the training files (train_files); none were given")
-        t0 = time.perf_counter()
-        hessians = calibrate(model, resolve(train_files), quant, seq_len)
-        calibration_s = time.perf_counter() - t0
-        log(f"gptq:calibrated {len(hessians)} Hessians on {quant.gptq_calibration_batches} training batches "
-            f"in {calibration_s:.1f}s")  # fmt: skip
-    within = _training_budget(training_time, calibration_s, log)
-
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if fit_config is None:
-        fit_config = minimal_fit_config(cfg, {"data": {"val_files": val_files, "tokenizer_path": tokenizer_path,
-                                                       "train_seq_len": seq_len}, **(extra_config or {})})
-    code, convention = _code_bytes(quant, out, report, fit_config, eval_args)
-    t0 = time.perf_counter()
-    result = save_artifact(state, out / ARTIFACT_NAME, quant, code_bytes=code, hessians=hessians)
-    export_s = time.perf_counter() - t0
-    log(
-        f"Serialized model int6+{result.compressor}: {result.bytes_model} bytes "
-        f"({attempt_name(result.compressor, result.level)}"
-        + (f", int5 layers {list(result.int5_layers)})" if result.int5_layers else ")")
-    )
-    demotion = int5_warning(result.int5_layers, quant.matrix_bits)
-    if demotion:
-        log(demotion)
-        report["warnings"] = [demotion]
-    log(f"Code size: {result.code_bytes} bytes")
-    log(f"Total submission size: {result.bytes_total} bytes (limit {result.limit_bytes})")
-
-    fresh = GPT(cfg).to(device)
-    fresh.load_state_dict(load_artifact_state_dict(out / ARTIFACT_NAME, fresh.state_dict()), strict=True)
-    sums, secs = _score(fresh, val_tokens, luts, seq_len, batch_seqs, device)
-    log(f"final_int6_roundtrip val_loss:{sums.val_loss:.4f} val_bpb:{sums.val_bpb:.4f} eval_time:{1000 * secs:.0f}ms")
-    log(f"final_int6_roundtrip_exact val_loss:{sums.val_loss:.8f} val_bpb:{sums.val_bpb:.8f}")
-
-    summary = result.summary()
-    report.update(
-        val_bpb=sums.val_bpb,
-        val_loss=sums.val_loss,
-        val_tokens=int(sums.token_count),
-        val_bytes=int(sums.byte_count),
-        val_files=val_files,
-        eval=f"non-overlapping (roundtrip), seq_len {seq_len}",
-        **{
-            k: summary[k]
-            for k in ("bytes_total", "bytes_model", "bytes_code", "limit_bytes", "fits", "zstd_level", "int5_layers")
-        },
-        **({"compressor": result.compressor} if result.compressor != "zstd" else {}),
-        code_files=summary["code_files"],
-        code_convention=convention,
-        timings={
-            **({"train_s": training_time.train_s} if training_time else {}),
-            **({"calibration_s": calibration_s} if quant.gptq else {}),
-            **summary["timings"],
-            "export_s": export_s,
-            "roundtrip_eval_s": secs,
-        },
-        **({"within_training_budget": within} if within is not None else {}),
-        sizes_tried=summary["sizes_tried"],
-        per_tensor=summary["per_tensor"],
-        **(extra_report or {}),
-    )
-    atomic_write_json(out / "submission.json", report)
-    atomic_write_json(out / "config.json", {**provenance(out / ARTIFACT_NAME), "model": cfg.to_dict(),
-                                            "quant": quant.to_dict(), "tokenizer": tokenizer_record(tokenizer_path),
-                                            **(extra_config or {})})
-    return report
-
 
 
 @dataclass
