@@ -286,27 +286,24 @@ class GolfCLI(LightningCLI):
         dirs = []
         for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint):
-                dirs.append(Path(cb.dirpath) if cb.dirpath else Path(trainer.default_root_dir) / "checkpoints")
+                dirs.append(Path(cb.dirpath))  # instantiate_trainer gave every ModelCheckpoint a folder
         return dirs
 
     def _before(self, subcommand: str) -> None:
         require_writable_dir(self.trainer.default_root_dir, "trainer.default_root_dir")
         for d in self._checkpoint_dirs():
             require_writable_dir(d, "ModelCheckpoint.dirpath")
-        # Shard headers before the loggers create their version folders: a bad shard leaves nothing behind.
+        # Shard headers, and the validation token ids against the vocabulary, before the loggers create their
+        # folders: a bad shard leaves nothing behind (training shards' ids are checked at their first read:
+        # reading them all here would take minutes on the full dataset).
+        vocab = getattr(getattr(self.model, "model_config", None), "vocab_size", None)
         for name in ("train_files", "val_files") if subcommand == "fit" else ("val_files",):
             pattern = getattr(self.datamodule, name, None)
             if isinstance(pattern, str):
                 for shard in find_shards(resolve(pattern)):
                     read_shard_header(shard)
-        # Validation token ids against the vocabulary, before anything is created (training shards are checked
-        # at their first read: reading them all here would take minutes on the full dataset).
-        vocab = getattr(getattr(self.model, "model_config", None), "vocab_size", None)
-        val = getattr(self.datamodule, "val_files", None)
-        if vocab and isinstance(val, str):
-            for shard in find_shards(resolve(val)):
-                if not shard.name.startswith(SIDECAR_PREFIX):
-                    check_token_ids(load_shard(shard), vocab, str(shard))
+                    if name == "val_files" and vocab and not shard.name.startswith(SIDECAR_PREFIX):
+                        check_token_ids(load_shard(shard), vocab, str(shard))
         if subcommand == "fit":
             self._hand_over_fit_config()
         cfg = self.config_init[subcommand]
