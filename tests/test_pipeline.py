@@ -14,11 +14,11 @@ import torch
 import yaml
 
 from golf_lit.artifact import QuantConfig
-from golf_lit.artifact.budget import build_artifact
+from golf_lit.artifact.budget import build_artifact, int5_warning
 from golf_lit.data.paths import resolve
 from golf_lit.eval.loading import file_sha256, require_tokenizer_match
 from golf_lit.model.gpt import GPT
-from golf_lit.runs.export import ARTIFACT_NAME, export_model, int5_warning
+from golf_lit.runs.export import ARTIFACT_NAME, export_model
 
 from .conftest import tiny_config
 

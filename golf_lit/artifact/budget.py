@@ -214,8 +214,7 @@ def build_artifact(
         if fits:
             break
     if fits and int5:
-        log.warning("INT5 DEMOTION: the artifact fits only with block(s) %s quantized one bit below "
-                    "quant.matrix_bits=%d", list(int5), cfg.matrix_bits)
+        log.warning(int5_warning(int5, cfg.matrix_bits))
     return ArtifactResult(
         blob=blob,
         level=level,
@@ -235,3 +234,12 @@ def build_artifact(
 def attempt_name(packing_name: str, level: int | None) -> str:
     """``zstd-16``, ``brotli``, ``pergroup``."""
     return f"{packing_name}-{level}" if level is not None else packing_name
+
+
+def int5_warning(int5_layers, matrix_bits: int) -> str | None:
+    """The loud line of a demoted artifact, for the log and the report (None when nothing was demoted)."""
+    if not int5_layers:
+        return None
+    return (f"WARNING: INT5 DEMOTION: the artifact fits only with block(s) {list(int5_layers)} quantized to "
+            f"int{matrix_bits - 1} instead of int{matrix_bits}; expect a worse val_bpb than the configuration "
+            "intends (check quant.compressor / quant.pergroup_backend and the code bytes counted)")

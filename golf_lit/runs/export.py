@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from golf_lit.artifact import ArtifactBudgetError, CodeBytes, QuantConfig, load_artifact_state_dict, save_artifact
-from golf_lit.artifact.budget import attempt_name
+from golf_lit.artifact.budget import attempt_name, int5_warning
 from golf_lit.artifact.calibrate import calibrate
 from golf_lit.data.byte_source import load_byte_source
 from golf_lit.data.paths import DEFAULT_TOKENIZER, DEFAULT_VAL_FILES, resolve
@@ -322,15 +322,6 @@ def recorded_quant(ckpt: dict[str, Any]) -> dict[str, Any] | None:
         if str(key).startswith("ArtifactExport") and isinstance(state, dict) and isinstance(state.get("quant"), dict):
             return {k: v for k, v in state["quant"].items() if k in names}
     return None
-
-
-def int5_warning(int5_layers, matrix_bits: int) -> str | None:
-    """The loud log/report line of a demoted export (#24 item 5), or None when nothing was demoted."""
-    if not int5_layers:
-        return None
-    return (f"WARNING: INT5 DEMOTION: the artifact fits only with block(s) {list(int5_layers)} quantized to "
-            f"int{matrix_bits - 1} instead of int{matrix_bits}; expect a worse val_bpb than the configuration "
-            "intends (check quant.compressor / quant.pergroup_backend and the code bytes counted)")
 
 
 def main(argv: list[str] | None = None) -> int:

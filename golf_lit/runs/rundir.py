@@ -52,7 +52,7 @@ def golf_lit_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "golf_lit", *args]
 
 
-def _class_name(entry: Any) -> str:
+def class_name(entry: Any) -> str:
     return str(entry.get("class_path", "")).split(".")[-1] if isinstance(entry, dict) else ""
 
 
@@ -74,7 +74,7 @@ def relocate_outputs(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]
             lg["init_args"]["save_dir"] = run_dir
     for cb in trainer.get("callbacks") or []:
         args = cb.get("init_args") if isinstance(cb, dict) else None
-        if _class_name(cb) == "ArtifactExport":
+        if class_name(cb) == "ArtifactExport":
             cb["init_args"] = {**(args or {}), "dirpath": str(Path(run_dir) / ARTIFACT_DIR)}
         elif isinstance(args, dict) and "dirpath" in args:
             args["dirpath"] = str(Path(run_dir) / CHECKPOINT_DIR)

@@ -35,6 +35,7 @@ from golf_lit.runs.rundir import (
     FIT_CONSOLE,
     Run,
     check_same_config,
+    class_name,
     dump_config,
     golf_lit_command,
     load_run,
@@ -72,7 +73,7 @@ def seed_config(base: dict[str, Any], seed: int, run_dir: Path, fixed_steps: int
         trainer["max_steps"] = int(fixed_steps)
     for cb in trainer.get("callbacks") or []:
         args = cb.get("init_args") if isinstance(cb, dict) else None
-        name = str(cb.get("class_path", "")).split(".")[-1] if isinstance(cb, dict) else ""
+        name = class_name(cb)
         if name == "ArtifactExport" and eval_args is not None and args is not None:
             args["eval_args"] = list(eval_args)
         if name == "WallClockLimit" and fixed_steps is not None and args is not None:
@@ -266,13 +267,10 @@ def check_eval_windows(base: dict[str, Any], eval_args: list[str]) -> None:
     with a short ``train_seq_len`` the default stride (64) no longer fits (``sliding.stride <= seq_len``).
     """
     from golf_lit.eval.strategies.sliding import SlidingConfig
+    from golf_lit.runs.pack.build import eval_option
 
-    def option(name: str) -> int | None:  # the last value given, as eval's parser would take it
-        found = None
-        for i, arg in enumerate(eval_args):
-            key, eq, value = arg.partition("=")
-            if key[:2] + key[2:].replace("-", "_") == name:
-                found = value if eq else (eval_args[i + 1] if i + 1 < len(eval_args) else "")
+    def option(name: str) -> int | None:
+        found = eval_option(eval_args, name)
         if found is None:
             return None
         try:

@@ -117,7 +117,7 @@ def _check_not_an_input(out: Path, runs: list[Run]) -> None:
 def _claimed_is_computed(run: Run, result: str | None, eval_args: list[str]) -> None:
     """Refuse a claimed result that the baked evaluation of ``train_gpt.py`` does not compute."""
     from golf_lit.eval.scorer import MODEL
-    from golf_lit.runs.pack.build import eval_strategies
+    from golf_lit.runs.pack.build import eval_option, eval_strategies
 
     claimed = run.result(result)
     if not run.eval_report:  # export's roundtrip: train_gpt.py computes it in every case
@@ -130,7 +130,8 @@ def _claimed_is_computed(run: Run, result: str | None, eval_args: list[str]) -> 
     if claimed.get("strategy") not in baked or any(s not in baked for s in ran):
         raise SubmissionError(f"run {run.path}: claims {claimed['name']} (strategies {sorted(set(ran))} in "
                               f"eval.json), but its train_gpt.py computes only {baked}")
-    ngram = any(a in ("--ngram", "--ngram=true", "--ngram=True") for a in eval_args)
+    flag = eval_option(eval_args, "--ngram")
+    ngram = flag is not None and flag.lower() in ("", "true", "yes", "1")  # a bare --ngram is true
     if claimed.get("variant", MODEL) != MODEL and not ngram:
         raise SubmissionError(f"run {run.path}: claims the n-gram variant {claimed['name']}, but its train_gpt.py "
                               "does not run the n-gram mixer")
@@ -161,20 +162,22 @@ def _ship_code(runs: list[Run], dest: Path, result: str | None) -> tuple[str, li
         if len(data) != run.report.get("bytes_code"):
             raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME} has {len(data):,} bytes but the run "
                                   f"counted {run.report.get('bytes_code')!r}")
-        if script is None:
+        if script is None:  # the one file every seed must ship: decoded and traced once
             script, reqs = data, req_path.read_bytes()
+            try:
+                baked = read_baked(data)
+            except ValueError as exc:
+                raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME}: {exc}") from None
+            digest = current_sources_digest(baked["fit"])
         elif data != script or req_path.read_bytes() != reqs:
             raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME} differs from run {first.path}'s "
                                   "(a records folder ships one train_gpt.py for every seed)")
-        try:
-            baked = read_baked(data)
-        except ValueError as exc:
-            raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME}: {exc}") from None
-        diff = config_difference(portable_fit_config(run.config), baked["fit"])
-        if diff or portable_fit_config(run.config) != baked["fit"]:
+        portable = portable_fit_config(run.config)
+        if portable != baked["fit"]:
+            diff = config_difference(portable, baked["fit"]) or "seed or output paths"
             raise SubmissionError(f"run {run.path}: {ARTIFACT_DIR}/{SCRIPT_NAME} bakes another config than the run's "
-                                  f"resolved config ({diff or 'seed or output paths'})")
-        if current_sources_digest(baked["fit"]) != code.get("sources_sha256"):
+                                  f"resolved config ({diff})")
+        if digest != code.get("sources_sha256"):
             raise SubmissionError(f"run {run.path}: the golf_lit code changed since the run was trained (the traced "
                                   "sources' sha256 differs from artifact/submission.json code.sources_sha256); "
                                   "train it again with this code")

@@ -370,12 +370,21 @@ def current_sources_digest(baked_fit: dict[str, Any], entry: str = ENTRY, root: 
     return sources_digest({name: path.read_text(encoding="utf-8") for name, (path, _) in modules.items()})
 
 
+def eval_option(eval_args: list[str], name: str) -> str | None:
+    """The value the last ``name`` (``--x.y``) in ``golf-lit eval`` options gives: ``--x.y V`` or ``--x.y=V``,
+    hyphens spelled as underscores after the ``--``; ``""`` for a bare flag, None when it is not given."""
+    found = None
+    for i, arg in enumerate(eval_args):
+        key, eq, value = arg.partition("=")
+        if key[:2] + key[2:].replace("-", "_") == name:
+            nxt = eval_args[i + 1] if i + 1 < len(eval_args) else ""
+            found = value if eq else ("" if nxt.startswith("--") else nxt)
+    return found
+
+
 def eval_strategies(eval_args: list[str]) -> list[str]:
     """The strategy chain baked ``golf-lit eval`` options run (``--strategy``; EvalConfig's default otherwise)."""
-    chain = "roundtrip,sliding"
-    for i, arg in enumerate(eval_args):
-        if arg in ("--strategy",) and i + 1 < len(eval_args):
-            chain = eval_args[i + 1]
-        elif arg.startswith("--strategy="):
-            chain = arg.partition("=")[2]
+    from golf_lit.eval.config import EvalConfig
+
+    chain = eval_option(eval_args, "--strategy") or EvalConfig.strategy
     return [s.strip() for s in chain.split(",") if s.strip()]
