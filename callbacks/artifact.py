@@ -98,12 +98,11 @@ class ArtifactExport(Callback):
 
     @override
     def state_dict(self) -> dict:
-        """The quantization config, saved in every checkpoint so ``golf-lit export`` uses the run's own (#24)."""
-        return {"quant": self.quant.to_dict()}
+        """The quantization config, saved in every checkpoint so ``golf-lit export`` uses the run's own (#24).
 
-    @override
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Nothing to restore: a resumed run exports with the quant config it is started with."""
+        Nothing is restored from it (Lightning's default ``load_state_dict``): a resumed run exports with the quant
+        config it is started with."""
+        return {"quant": self.quant.to_dict()}
 
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

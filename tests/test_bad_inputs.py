@@ -462,7 +462,7 @@ ROOTDIR_ROWS = [
      lambda mp, f: mp.setattr("golf_lit.eval.evaluator.Evaluator.run", raise_keyboard_interrupt)),
     ("data-tokenize-keyboard-interrupt", lambda f: ["data", "tokenize", "--docs", Path(__file__).parent / "data" /
                                                     "fineweb_val_docs.jsonl", "--tokenizer", TOKENIZER, "--out",
-                                                    f["tmp"] / "o", "--workers", "1"], "interrupted", 130,
+                                                    f["tmp"] / "o", "--workers", "1"], "interrupted by SIGINT", 130,
      lambda mp, f: mp.setattr("golf_lit.data.encode.write_manifest", raise_keyboard_interrupt)),
 ]
 

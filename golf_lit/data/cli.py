@@ -255,7 +255,4 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"golf-lit data {command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"golf-lit data {command}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return 0  # Ctrl-C / SIGTERM: the dispatcher's one clean stop, as for every command (exit 130 / 143)

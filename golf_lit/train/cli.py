@@ -58,18 +58,19 @@ accelerators (plus ``callbacks.*``, golf-lit's callbacks under their folder name
 Anything else is refused before it is imported (docs/safety.md)."""
 
 
-def _alias_installed() -> bool:
-    """The dispatcher aliased ``callbacks`` to golf_lit.callbacks (looked up, never imported, from here)."""
+def _allowed_class_paths() -> tuple[str, ...]:
+    """:data:`ALLOWED_CLASS_PATHS`, plus ``callbacks`` when the dispatcher aliased it to golf_lit.callbacks (looked
+    up in ``sys.modules``, never imported, from here)."""
     pkg = sys.modules.get("golf_lit.callbacks")
-    return pkg is not None and sys.modules.get("callbacks") is pkg
+    aliased = pkg is not None and sys.modules.get("callbacks") is pkg
+    return ALLOWED_CLASS_PATHS + (("callbacks",) if aliased else ())
 
 
 def class_path_allowed(path: str) -> bool:
     """True when ``path`` is a dotted name inside :data:`ALLOWED_CLASS_PATHS` (nothing is imported to decide)."""
     if not isinstance(path, str):
         return False
-    allowed = ALLOWED_CLASS_PATHS + (("callbacks",) if _alias_installed() else ())
-    return any(path == a or path.startswith(a + ".") for a in allowed)
+    return any(path == a or path.startswith(a + ".") for a in _allowed_class_paths())
 
 
 def refuse_foreign_class_paths(obj: Any, source: str, where: str = "") -> None:
@@ -189,8 +190,7 @@ def only_allowed_class_paths() -> Iterator[None]:
     from jsonargparse import _common, set_parsing_settings
 
     saved = {k: _common.parsing_settings[k] for k in ("import_path_verdicts", "import_paths_enforced")}
-    allowed = list(ALLOWED_CLASS_PATHS) + (["callbacks"] if _alias_installed() else [])
-    set_parsing_settings(import_path_denylist=["*"], import_path_allowlist=allowed)
+    set_parsing_settings(import_path_denylist=["*"], import_path_allowlist=list(_allowed_class_paths()))
     try:
         yield
     finally:
