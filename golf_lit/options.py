@@ -107,16 +107,19 @@ def one_line(message: str) -> str:
 BOOL_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
 
 
-def _flags(parser: ArgumentParser) -> set[str]:
-    """The option strings of bool fields, in ``parser`` and its subcommands."""
-    flags = {name for name, action in parser._option_string_actions.items()
-             if action.nargs == "?" and action.const is True}
+def _option_actions(parser: ArgumentParser):
+    """``(option string, action)`` of ``parser`` and of its subcommands, recursively."""
+    yield from parser._option_string_actions.items()
     for action in parser._actions:
         if isinstance(getattr(action, "choices", None), dict):
             for sub in action.choices.values():
                 if isinstance(sub, ArgumentParser):
-                    flags |= _flags(sub)
-    return flags
+                    yield from _option_actions(sub)
+
+
+def _flags(parser: ArgumentParser) -> set[str]:
+    """The option strings of bool fields, in ``parser`` and its subcommands."""
+    return {name for name, action in _option_actions(parser) if action.nargs == "?" and action.const is True}
 
 
 def parse(parser: ArgumentParser, argv: list[str]) -> Namespace:
@@ -143,13 +146,7 @@ def build(cls: type, ns: Namespace, nested_key: str | None = None, **extra: Any)
 
 def option_names(parser: ArgumentParser) -> set[str]:
     """Every option string of ``parser`` and of its subcommands (what the dispatcher normalizes against)."""
-    names = set(parser._option_string_actions)
-    for action in parser._actions:
-        if isinstance(getattr(action, "choices", None), dict):
-            for sub in action.choices.values():
-                if isinstance(sub, ArgumentParser):
-                    names |= option_names(sub)
-    return names
+    return {name for name, _ in _option_actions(parser)}
 
 
 def _is_option(token: str) -> bool:
