@@ -118,8 +118,12 @@ def _match_template(
     template: Mapping[str, Tensor],
     source: str,
     droppable: Collection[str] = frozenset(),
+    check_values: bool = True,
 ) -> dict[str, Tensor]:
-    """Same names as the template (dropping and logging ``droppable`` extras), shapes checked, template dtypes."""
+    """Same names as the template (dropping and logging ``droppable`` extras), shapes checked, template dtypes.
+
+    ``check_values``: also refuse a float tensor stored in another dtype or holding NaN/Inf. Off for dequantized
+    artifacts, whose every stored and dequantized tensor :func:`dequantize_tensor` has already checked."""
     for name in state_dict:
         if name not in template:
             if name in droppable:
@@ -138,12 +142,12 @@ def _match_template(
                 f"{source}: tensor {name!r} has shape {tuple(t.shape)} but the model expects {tuple(like.shape)}"
             )
         if like.is_floating_point():
-            if t.dtype not in FLOAT_DTYPES:
+            if check_values and t.dtype not in FLOAT_DTYPES:
                 raise ArtifactError(
                     f"{source}: tensor {name!r} is {str(t.dtype).removeprefix('torch.')}, expected a floating-point "
                     "tensor (float16, bfloat16 or float32)"
                 )
-            if not bool(torch.isfinite(t).all()):
+            if check_values and not bool(torch.isfinite(t).all()):
                 raise ArtifactError(f"{source}: tensor {name!r} holds NaN or infinite values")
         elif t.dtype != like.dtype:
             raise ArtifactError(
@@ -168,7 +172,7 @@ def _dequantize_file(
     except MALFORMED as e:
         raise malformed(source, e) from e
     extras = {name: w.get(name, torch.empty(0)) for name in m if name not in template}
-    return _match_template({**sd, **extras}, template, source, droppable)
+    return _match_template({**sd, **extras}, template, source, droppable, check_values=False)
 
 
 def load_artifact_state_dict(
