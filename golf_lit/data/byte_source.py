@@ -163,8 +163,8 @@ def verify_sidecar(tokens: np.ndarray, counts: np.ndarray, sp, bos_id: int, file
     starts = np.flatnonzero(tokens == bos_id)
     if starts.size == 0 or starts[0] != 0:
         starts = np.concatenate([[0], starts])
-    doc = np.cumsum(np.isin(np.arange(tokens.size), starts)) - 1  # document index of every token
     ends = np.append(starts[1:], tokens.size)
+    doc = np.repeat(np.arange(starts.size), ends - starts)  # document index of every token (starts[0] == 0)
     lone_bos = (ends - starts) == 1  # an empty document: its BOS carries the text's bytes
 
     def where(i: int) -> str:
@@ -223,13 +223,14 @@ def load_sidecar(val_files: str, num_tokens: int | None = None, sp=None) -> Side
                 f"byte sidecar {side} is missing: CaseOps validation shards need their original-byte counts "
                 "(write them with golf-lit data tokenize --caseops)"
             )
-        n_tok, data = int(load_shard(shard).size), np.asarray(load_shard(side))
+        tok, data = load_shard(shard), np.asarray(load_shard(side))
+        n_tok = int(tok.size)
         if data.size != n_tok:
             raise ValueError(f"byte sidecar {side} holds {data.size} counts but its token shard {shard} has {n_tok}")
         counts.append(data.astype(np.int32))
         files.append(str(side))
         if sp is not None:
-            tokens.append(np.asarray(load_shard(shard)))
+            tokens.append(np.asarray(tok))
     arr = np.concatenate(counts) if counts else np.zeros(0, np.int32)
     if sp is not None and tokens:
         verify_sidecar(np.concatenate(tokens), arr, sp, int(sp.bos_id()), tuple(files), tuple(t.size for t in tokens))

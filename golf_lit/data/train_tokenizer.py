@@ -210,7 +210,6 @@ def train_tokenizer(
         os.replace(tmp / f"{stem}.vocab", vocab_path)
         os.replace(tmp / f"{stem}.model", model_path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
         if created:  # a failed run leaves no empty folder behind
             shutil.rmtree(out_dir, ignore_errors=True)
         raise

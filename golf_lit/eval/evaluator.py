@@ -42,7 +42,6 @@ from golf_lit.eval.strategies import REGISTRY, EvalContext, Strategy
 from golf_lit.eval.sums import ScoreSums
 
 _WEIGHT_DTYPES = {"64-true": torch.float64, "64": torch.float64, "bf16-true": torch.bfloat16, "16-true": torch.float16}
-_AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 WARMUP_SEED = 0
 """Seed of the random tokens the compile warm-up runs on (never validation tokens)."""
 
@@ -162,7 +161,7 @@ class RankEvaluation:
         return EvalContext(
             model=model, tokens=tokens, luts=luts, forward=compile_fn(model) if compile_fn else model,
             device=fabric.device, rank=fabric.global_rank, world_size=fabric.world_size, autocast=fabric.autocast,
-            autocast_dtype=_AUTOCAST_DTYPES.get(cfg.precision), all_reduce=self._all_reduce_sum,
+            all_reduce=self._all_reduce_sum,
             compile_fn=compile_fn, mixers=cfg.mixers if cfg.ngram else (), store=cfg.ngram_store,
         )
 

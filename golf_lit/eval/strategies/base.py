@@ -80,7 +80,8 @@ class EvalContext:
     """Context-manager factory for forwards (Fabric's precision); left at its default with ``autocast_dtype``
     set, it becomes ``torch.autocast(device.type, autocast_dtype)``."""
     autocast_dtype: torch.dtype | None = None
-    """The dtype ``autocast`` casts to (None: the weights' dtype), for code that takes a dtype."""
+    """A shorthand for callers without Fabric: with ``autocast`` left at its default, forwards run under
+    ``torch.autocast(device.type, autocast_dtype)`` (None: the weights' dtype). Strategies read ``autocast``."""
     all_reduce: Callable[[Tensor], Tensor] = single_rank_sum
     """Sums a tensor across ranks (identity on one rank)."""
     compile_fn: Callable[[nn.Module], nn.Module] | None = None

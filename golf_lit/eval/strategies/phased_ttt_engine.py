@@ -142,9 +142,9 @@ class PhasedRun:
         self.num_targets = self.tokens.numel() - 1
         self.byte_counts = target_bytes(ctx.luts, self.tokens).to(torch.float64)
         self.autocast, self.record, self.trace = ctx.autocast, ctx.record, ctx.trace
-        self.starts, self.lengths = split_documents(self.tokens.cpu(), cfg.bos_id)
+        self.tokens_host = ctx.tokens.cpu().to(torch.int64)  # the stream is on the CPU by EvalContext's contract
+        self.starts, self.lengths = split_documents(self.tokens_host, cfg.bos_id)
         self.order = torch.sort(self.lengths, descending=True, stable=True).indices  # longest first
-        self.tokens_host = self.tokens.cpu()
         self.scored = torch.zeros(self.num_targets, dtype=torch.bool)  # host-side bookkeeping of scored targets
         self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         self.timings: list[tuple[str, float]] = []
