@@ -22,7 +22,7 @@ from torch import Tensor
 from golf_lit.data.byte_source import load_byte_source
 from golf_lit.data.manifest import check_dataset
 from golf_lit.data.paths import resolve
-from golf_lit.data.shards import load_validation_tokens
+from golf_lit.data.shards import check_token_ids, load_validation_tokens
 from golf_lit.data.tokenizer import load_tokenizer
 from golf_lit.data.vocab import require_vocab_match
 from golf_lit.eval.budget import EvalBudget
@@ -145,8 +145,7 @@ class RankEvaluation:
         luts = load_byte_source(resolve(cfg.val_files), sp, vocab, tokens.numel(),  # LUTs, or the CaseOps sidecar
                                 tokenizer_path=cfg.tokenizer)
         self.byte_files = tuple(getattr(luts, "files", ()))
-        if int(tokens.max()) >= vocab:
-            raise ValueError(f"val_files: token id {int(tokens.max())} is outside model.vocab_size={vocab}")
+        check_token_ids(tokens, vocab, f"val_files {cfg.val_files}")
         self.tokens = tokens
         for strategy in self.strategies:
             strategy.check(self.num_targets)
