@@ -289,13 +289,10 @@ def _lrzip(data: bytes, flags: list[str], what: str, max_bytes: int | None = Non
         src.write_bytes(data)
         proc = subprocess.run([exe, "-q", "-f", *flags, "-o", str(dst), str(src)], capture_output=True,
                               preexec_fn=cap_output if max_bytes is not None and resource else None)  # fmt: skip
-        if max_bytes is not None and proc.returncode != 0 and dst.is_file() and dst.stat().st_size > max_bytes:
-            return None
-        if max_bytes is not None and proc.returncode == -signal.SIGXFSZ:
-            return None
+        if max_bytes is not None and (proc.returncode == -signal.SIGXFSZ
+                                      or (dst.is_file() and dst.stat().st_size > max_bytes)):
+            return None  # killed at the cap, or past it whether lrzip failed or not
         if proc.returncode != 0 or not dst.is_file():
             msg = proc.stderr.decode(errors="replace").strip().splitlines()
             raise ValueError(f"lrzip {what} failed: {msg[-1] if msg else proc.returncode}")
-        if max_bytes is not None and dst.stat().st_size > max_bytes:
-            return None
         return dst.read_bytes()

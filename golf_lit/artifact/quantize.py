@@ -549,19 +549,19 @@ def dequantize_tensor(name: str, w: Mapping[str, Tensor], meta: Any, like: Tenso
     if scale.ndim == 0:
         if "lqer" in meta:
             raise QuantStateError(f"tensor {name!r}: LQER needs one scale per row, found a single scale")
-        out = (q.float() * float(scale.item())).to(like.dtype)
-        if not bool(torch.isfinite(out).all()):
-            raise QuantStateError(f"tensor {name!r}: dequantizes to NaN or infinite values")
-        return out
-    if q.ndim == 0 or scale.ndim != 1 or scale.numel() != q.shape[0]:
-        raise QuantStateError(f"tensor {name!r}: {scale.numel()} row scales for a tensor of shape {tuple(q.shape)}")
-    rows = scale.float().view(q.shape[0], *([1] * (q.ndim - 1)))
-    out = q.float() * rows
-    if "lqer" in meta:  # docs/top-stack.md §5.4
-        if q.ndim != 2:
-            raise QuantStateError(f"tensor {name!r}: LQER corrects 2-D tensors, this one has shape {tuple(q.shape)}")
-        parts = _lqer_parts(name, w, meta["lqer"], q.shape[0], q.shape[1])
-        out = out + lqer.unpack(parts, meta["lqer"])
+        out = q.float() * float(scale.item())
+    else:
+        if q.ndim == 0 or scale.ndim != 1 or scale.numel() != q.shape[0]:
+            raise QuantStateError(f"tensor {name!r}: {scale.numel()} row scales for a tensor of shape "
+                                  f"{tuple(q.shape)}")
+        rows = scale.float().view(q.shape[0], *([1] * (q.ndim - 1)))
+        out = q.float() * rows
+        if "lqer" in meta:  # docs/top-stack.md §5.4
+            if q.ndim != 2:
+                raise QuantStateError(f"tensor {name!r}: LQER corrects 2-D tensors, this one has shape "
+                                      f"{tuple(q.shape)}")
+            parts = _lqer_parts(name, w, meta["lqer"], q.shape[0], q.shape[1])
+            out = out + lqer.unpack(parts, meta["lqer"])
     out = out.to(like.dtype)
     if not bool(torch.isfinite(out).all()):  # finite parts can still overflow (huge fp32 LQER factors, bf16 cast)
         raise QuantStateError(f"tensor {name!r}: dequantizes to NaN or infinite values")
